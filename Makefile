@@ -1,0 +1,61 @@
+# imckit: one command builds the book, one runs every test (README.md).
+# Each target sets up what it needs: a local virtual environment (.venv, reinstalled only when
+# pyproject.toml or the lock changes), the book's JavaScript (from the npm registry, git-ignored),
+# and Chromium (Debian package) for the browser tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.imckit-installed
+VENDOR := book/_static/vendor/.versions
+HTML := _build/html/index.html
+BOOK_SOURCES := _config.yml _toc.yml $(wildcard book/*.ipynb book/*.md book/*.bib book/_ext/*.py book/data/*) $(wildcard imckit/*.py)
+PYTEST_ARGS ?=
+
+.PHONY: help venv book test test-fast lab bench clean chromium
+
+help:
+	@echo "make book    build the book (sets up everything, executes every chapter) -> _build/html"
+	@echo "make test    run every test: unit + doctests, book build, notebooks, browser"
+	@echo "make lab     JupyterLab on the chapters"
+	@echo "make bench   run the benchmarks (ratios vs plain torch, printed)"
+
+$(STAMP): pyproject.toml requirements/lock.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements/lock.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	@touch $@
+
+venv: $(STAMP)
+
+$(VENDOR): tools/fetch_vendor.sh
+	bash tools/fetch_vendor.sh
+
+# The book is rebuilt (every chapter executed afresh) only when a source or the package changed.
+$(HTML): $(STAMP) $(VENDOR) $(BOOK_SOURCES)
+	$(BIN)/jupyter-book build . -n -W --keep-going
+	@touch $@
+
+book: $(HTML)
+	@echo "book: $(CURDIR)/_build/html/index.html ($$(du -sh _build/html | cut -f1))"
+
+chromium:
+	@command -v chromium >/dev/null || { echo "installing Chromium (Debian package) for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; }
+
+test: $(HTML) chromium
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Unit tests and doctests only (no book build, no browser): the quick loop while developing.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not browser and not book" $(PYTEST_ARGS)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab book/
+
+bench: $(STAMP)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf _build .pytest_cache
