@@ -1,0 +1,46 @@
+"""Plot helpers shared by the chapters and explorers.
+
+Figures are made with :class:`matplotlib.figure.Figure` directly, not ``pyplot``: explorers
+render them from a worker thread in JupyterLab, and pyplot's global state is neither
+thread-safe nor wanted there (the inline backend would also show them twice).
+"""
+from __future__ import annotations
+
+import io
+
+from matplotlib.figure import Figure
+
+#: Colours for the three training MVMs, used by every chapter so a reader learns them once.
+MVM_COLORS = {"forward": "#1f77b4", "backward": "#ff7f0e", "weight_grad": "#2ca02c"}
+
+#: Colours for quantizer-adaptability modes.
+ADAPTABILITY_COLORS = {"full": "#2ca02c", "two-level": "#1f77b4", "one-level": "#ff7f0e",
+                       "none": "#7f7f7f"}
+
+
+def figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] = (6.4, 3.6),
+           squeeze: bool = True, **subplot_kw):
+    """A pyplot-free figure with a grid of axes, laid out with constrained layout.
+
+    >>> fig, ax = figure()
+    >>> type(fig).__name__, ax.get_subplotspec().get_geometry()[:2]
+    ('Figure', (1, 1))
+    """
+    fig = Figure(figsize=figsize, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=squeeze, subplot_kw=subplot_kw or None)
+    return fig, axes
+
+
+def to_png(fig: Figure, *, dpi: float = 80) -> bytes:
+    """Render a figure to PNG bytes (Agg, no display needed).
+
+    >>> fig, ax = figure(); _ = ax.plot([0, 1]); to_png(fig)[:4]
+    b'\\x89PNG'
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if fig.canvas is None or not hasattr(fig.canvas, "print_png"):
+        FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
