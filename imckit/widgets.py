@@ -1,0 +1,389 @@
+"""Explorers: sliders over a small grid that stay alive in the web book and recompute in JupyterLab.
+
+A chapter writes::
+
+    def point(gain, n):                       # one grid point -> a figure
+        fig, ax = ik.plots.figure()
+        ...
+        return fig
+
+    ik.widgets.explore(point, gain=[2, 10, 100, 400], n=[1, 2, 3])
+
+and gets one control per keyword. Two modes, chosen automatically:
+
+* ``static`` (the book build, where ``IMCKIT_BOOK_BUILD=1`` is set by ``book/_ext``): every grid
+  point is computed once, rendered to a PNG ``Image`` widget and placed in nested ``Stack``
+  widgets whose ``selected_index`` is ``jslink``-ed to the controls. The links run in the page's
+  JavaScript, so the sliders of the rendered page still change the figure with no kernel.
+* ``live`` (JupyterLab): the first point is computed at once; moving a control computes the new
+  point in a worker thread, with a progress bar for slow points. A newer value supersedes a stale
+  computation (generators and functions taking ``progress`` are cancelled at their next step) and
+  every computed point is cached.
+
+``fn`` returns a :class:`matplotlib.figure.Figure` (best made with :func:`imckit.plots.figure`,
+not pyplot), an HTML string, or a tuple of those. With ``plot=``, ``fn`` returns data and
+``plot(data)`` draws it, so tests can check the data. A point that raises shows a readable
+message instead of a traceback.
+"""
+from __future__ import annotations
+
+import html
+import inspect
+import itertools
+import os
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+import ipywidgets as W
+from matplotlib.figure import Figure
+
+from ._validate import check_choice
+from .plots import to_png
+
+MODES = ("auto", "static", "live")
+_MAX_POINTS = 200  # a precomputed grid beyond this makes the page too heavy
+
+
+class Superseded(Exception):
+    """Raised inside a live computation when a newer slider value has been requested."""
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def _close_pyplot(fig: Figure) -> None:
+    """Close figures made with pyplot, which the inline backend would otherwise show again."""
+    import sys
+
+    plt = sys.modules.get("matplotlib.pyplot")
+    number = getattr(fig, "number", None)
+    if plt is not None and number is not None and plt.fignum_exists(number):
+        plt.close(fig)
+
+
+class Rendered:
+    """One rendered grid point: PNG images and HTML snippets, or an error message."""
+
+    def __init__(self, parts: Sequence[bytes | str] = (), error: str | None = None, data: Any = None):
+        self.parts = list(parts)
+        self.error = error
+        self.data = data
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(p) if isinstance(p, bytes) else len(p.encode()) for p in self.parts) + (
+            len(self.error.encode()) if self.error else 0)
+
+    def widget(self) -> W.Widget:
+        if self.error is not None:
+            return W.HTML(self.error)
+        children = [W.Image(value=p, format="png") if isinstance(p, bytes) else W.HTML(p)
+                    for p in self.parts]
+        return children[0] if len(children) == 1 else W.VBox(children)
+
+
+def _error_html(params: dict, exc: BaseException) -> str:
+    where = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+    return ("<div style='padding:1em;border:1px solid #c66;background:#fff4f4;color:#900'>"
+            f"<b>This point could not be computed</b> ({html.escape(where)}):<br>"
+            f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</div>")
+
+
+class Explorer:
+    """Controls over a grid of parameter values and the figure for the selected point.
+
+    Use :func:`explore` to make one. Attributes useful in tests: :attr:`controls` (name ->
+    widget), :attr:`params` (the selected point), :meth:`set` (move controls), :meth:`wait`,
+    :meth:`current` (the rendered selected point), :attr:`cache`.
+    """
+
+    def __init__(self, fn: Callable, grid: dict[str, Sequence], *, mode: str = "auto",
+                 plot: Callable | None = None, labels: dict[str, str] | None = None,
+                 initial: dict[str, Any] | None = None, title: str | None = None,
+                 dpi: float = 80):
+        check_choice("mode", mode, MODES)
+        if not callable(fn):
+            raise ValueError(f"fn={fn!r} is not allowed: it must be callable")
+        if not grid:
+            raise ValueError("grid={} is not allowed: give at least one keyword with a list of values")
+        self.grid = {}
+        for name, values in grid.items():
+            values = list(values) if not isinstance(values, (str, bytes)) else [values]
+            if not values:
+                raise ValueError(f"{name}={values!r} is not allowed: give at least one value")
+            self.grid[name] = values
+        n_points = 1
+        for v in self.grid.values():
+            n_points *= len(v)
+        if mode == "auto":
+            mode = "static" if os.environ.get("IMCKIT_BOOK_BUILD") == "1" else "live"
+        if mode == "static" and n_points > _MAX_POINTS:
+            raise ValueError(f"grid size={n_points} is out of range for a precomputed explorer: "
+                             f"allowed 1..{_MAX_POINTS} points")
+        labels = labels or {}
+        initial = initial or {}
+        for k in list(labels) + list(initial):
+            check_choice("labels/initial key", k, self.grid)
+        for k, v in initial.items():
+            if v not in self.grid[k]:
+                raise ValueError(f"initial {k}={v!r} is not allowed: choose one of "
+                                 + ", ".join(_fmt(x) for x in self.grid[k]))
+        self.fn, self.plot, self.mode, self.dpi = fn, plot, mode, dpi
+        self.n_points = n_points
+        self.cache: dict[tuple, Rendered] = {}
+        self.computations = 0  # finished computations (tests check caching with it)
+        self.cancelled = 0     # computations abandoned because a newer value came
+        self._takes_progress = "progress" in inspect.signature(fn).parameters
+        self._lock = threading.Condition()
+        self._wanted: tuple | None = None
+        self._busy = False
+        self._worker: threading.Thread | None = None
+
+        self.controls: dict[str, W.Widget] = {}
+        for name, values in self.grid.items():
+            opts = [(_fmt(v), v) for v in values]
+            desc = labels.get(name, name)
+            if all(_is_number(v) for v in values):
+                ctrl = W.SelectionSlider(options=opts, description=desc, continuous_update=False,
+                                         style={"description_width": "initial"},
+                                         layout=W.Layout(width="420px"))
+            else:
+                ctrl = W.ToggleButtons(options=opts, description=desc,
+                                       style={"description_width": "initial",
+                                              "button_width": "auto"})
+            ctrl.index = values.index(initial[name]) if name in initial else 0
+            self.controls[name] = ctrl
+        header = [W.HTML(f"<b>{html.escape(title)}</b>")] if title else []
+        if mode == "static":
+            self.panel = self._build_static()
+            self._status = None
+            self._bar = None
+        else:
+            self._image_box = W.Box()
+            self._status = W.HTML("")
+            self._bar = W.FloatProgress(value=0, min=0, max=1, layout=W.Layout(width="420px",
+                                                                               visibility="hidden"))
+            self.panel = W.VBox([self._image_box, W.HBox([self._bar, self._status])])
+            self._show(self._compute_now(self.key))
+            for ctrl in self.controls.values():
+                ctrl.observe(self._on_change, names="index")
+        self.widget = W.VBox([*header, *self.controls.values(), self.panel])
+
+    # --- selection -------------------------------------------------------------------------
+    @property
+    def key(self) -> tuple:
+        return tuple(self.grid[n][self.controls[n].index] for n in self.grid)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The selected grid point, ``{name: value}``."""
+        return dict(zip(self.grid, self.key))
+
+    def set(self, **values) -> "Explorer":
+        """Move controls to the given values (as a reader would)."""
+        for k, v in values.items():
+            check_choice("control", k, self.grid)
+            if v not in self.grid[k]:
+                raise ValueError(f"{k}={v!r} is not allowed: choose one of "
+                                 + ", ".join(_fmt(x) for x in self.grid[k]))
+            self.controls[k].index = self.grid[k].index(v)
+        return self
+
+    def current(self) -> Rendered | None:
+        """The rendered selected point (``None`` while it is still being computed)."""
+        return self.cache.get(self.key)
+
+    # --- computing one point ---------------------------------------------------------------
+    def _render(self, out: Any) -> list[bytes | str]:
+        items = out if isinstance(out, tuple) else (out,)
+        parts: list[bytes | str] = []
+        for item in items:
+            if isinstance(item, Figure):
+                parts.append(to_png(item, dpi=self.dpi))
+                _close_pyplot(item)
+            elif isinstance(item, str):
+                parts.append(item)
+            else:
+                raise TypeError(f"an explorer function must return a matplotlib Figure, an HTML "
+                                f"string or a tuple of those, not {type(item).__name__}")
+        return parts
+
+    def _evaluate(self, key: tuple, progress: Callable[[float], None],
+                  on_partial: Callable[[Rendered], None] | None) -> Rendered:
+        params = dict(zip(self.grid, key))
+        kwargs = dict(params)
+        if self._takes_progress:
+            kwargs["progress"] = progress
+        try:
+            out = self.fn(**kwargs)
+            if inspect.isgenerator(out):
+                gen, last = out, None
+                try:
+                    for item in gen:
+                        if isinstance(item, tuple) and len(item) == 2 and _is_number(item[1]):
+                            item, frac = item
+                            progress(float(frac))
+                        else:
+                            progress(None)
+                        last = item
+                        if on_partial is not None:
+                            on_partial(Rendered(self._render(self.plot(item) if self.plot else item)))
+                finally:
+                    gen.close()
+                out = last
+            data = out
+            shown = self.plot(out) if self.plot else out
+            return Rendered(self._render(shown), data=data)
+        except Superseded:
+            raise
+        except Exception as exc:  # a readable message in the panel, not a traceback
+            return Rendered(error=_error_html(params, exc))
+
+    def _compute_now(self, key: tuple) -> Rendered:
+        if key not in self.cache:
+            self.cache[key] = self._evaluate(key, lambda frac=None: None, None)
+            self.computations += 1
+        return self.cache[key]
+
+    # --- static mode -----------------------------------------------------------------------
+    def _build_static(self) -> W.Widget:
+        names = list(self.grid)
+        for key in itertools.product(*self.grid.values()):
+            self._compute_now(key)
+
+        def level(depth: int, prefix: tuple) -> W.Widget:
+            if depth == len(names):
+                return self.cache[prefix].widget()
+            stack = W.Stack([level(depth + 1, prefix + (v,)) for v in self.grid[names[depth]]])
+            stack.selected_index = self.controls[names[depth]].index
+            # Runs in the browser: the rendered page needs no kernel to follow the control.
+            W.jslink((self.controls[names[depth]], "index"), (stack, "selected_index"))
+            return stack
+
+        return level(0, ())
+
+    @property
+    def page_weight_kb(self) -> float:
+        """Approximate size this explorer adds to a web page (base64 images + HTML), in KB."""
+        return sum(r.nbytes for r in self.cache.values()) * 4 / 3 / 1024
+
+    # --- live mode -------------------------------------------------------------------------
+    def _show(self, rendered: Rendered) -> None:
+        self._image_box.children = (rendered.widget(),)
+
+    def _on_change(self, change=None) -> None:
+        key = self.key
+        if key in self.cache:
+            with self._lock:
+                self._wanted = None
+                self._lock.notify_all()
+            self._show(self.cache[key])
+            self._set_status("")
+            return
+        with self._lock:
+            self._wanted = key
+            self._lock.notify_all()
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work, daemon=True,
+                                                name="imckit-explorer")
+                self._worker.start()
+
+    def _set_status(self, text: str, frac: float | None = None) -> None:
+        if self._status is None:
+            return
+        self._status.value = text
+        if frac is None:
+            self._bar.layout.visibility = "hidden" if not text else "visible"
+            self._bar.bar_style = "info"
+            self._bar.value = 0 if not text else self._bar.value
+        else:
+            self._bar.layout.visibility = "visible"
+            self._bar.value = max(0.0, min(1.0, frac))
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if self._wanted is None:
+                    self._busy = False
+                    self._lock.notify_all()
+                    return
+                key, self._wanted = self._wanted, None
+                self._busy = True
+            where = ", ".join(f"{k}={_fmt(v)}" for k, v in zip(self.grid, key))
+            t0 = time.monotonic()
+
+            def progress(frac=None, key=key):
+                if self._wanted is not None and self._wanted != key:
+                    raise Superseded
+                elapsed = time.monotonic() - t0
+                self._set_status(f"computing {where} ({elapsed:.1f} s)", frac)
+
+            def on_partial(r, key=key):
+                if self.key == key:
+                    self._show(r)
+
+            self._set_status(f"computing {where}")
+            try:
+                rendered = self._evaluate(key, progress, on_partial)
+            except Superseded:
+                self.cancelled += 1
+                continue
+            self.cache[key] = rendered
+            self.computations += 1
+            if self.key == key:
+                self._show(rendered)
+                self._set_status("")
+
+    def wait(self, timeout: float = 60.0) -> "Explorer":
+        """Block until the live worker is idle (for tests and scripts)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._busy or self._wanted is not None:
+                if self._worker is None or not self._worker.is_alive():
+                    if self._wanted is None:
+                        break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"explorer still computing after {timeout} s")
+                self._lock.wait(min(left, 0.05))
+        return self
+
+    # --- display ---------------------------------------------------------------------------
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+def explore(fn: Callable, *, plot: Callable | None = None, labels: dict[str, str] | None = None,
+            initial: dict[str, Any] | None = None, title: str | None = None, mode: str = "auto",
+            dpi: float = 80, **grid: Sequence) -> Explorer:
+    """An explorer of ``fn`` over a grid: one control per keyword in ``grid``.
+
+    Args:
+        fn: called as ``fn(**point)`` (plus ``progress=`` if it takes one); returns a Figure,
+            an HTML string or a tuple of those (or data, with ``plot``). It may be a generator
+            yielding intermediate figures (or ``(figure, fraction_done)``); the last is final.
+        plot: optional ``plot(data) -> Figure`` applied to what ``fn`` returns.
+        labels: control captions, ``{name: text}``.
+        initial: starting value per control (default: the first value of each list).
+        title: optional heading.
+        mode: ``"auto"`` (static in the book build, live otherwise), ``"static"`` or ``"live"``.
+        dpi: resolution of rendered figures (page weight grows with its square).
+        **grid: ``name=[values...]``; numbers give a slider, other values toggle buttons.
+
+    >>> from imckit.plots import figure
+    >>> def point(gain):
+    ...     fig, ax = figure(figsize=(2, 1.5)); ax.plot([0, 1], [0, gain]); return fig
+    >>> ex = explore(point, gain=[1, 2, 4], mode="static")
+    >>> ex.n_points, len(ex.cache), ex.params
+    (3, 3, {'gain': 1})
+    """
+    return Explorer(fn, grid, mode=mode, plot=plot, labels=labels, initial=initial, title=title,
+                    dpi=dpi)
