@@ -256,6 +256,7 @@ class Explorer:
     # --- static mode -----------------------------------------------------------------------
     def _build_static(self) -> W.Widget:
         names = list(self.grid)
+        self.links: list = []  # browser-side links control.index -> stack.selected_index
         for key in itertools.product(*self.grid.values()):
             self._compute_now(key)
 
@@ -265,7 +266,8 @@ class Explorer:
             stack = W.Stack([level(depth + 1, prefix + (v,)) for v in self.grid[names[depth]]])
             stack.selected_index = self.controls[names[depth]].index
             # Runs in the browser: the rendered page needs no kernel to follow the control.
-            W.jslink((self.controls[names[depth]], "index"), (stack, "selected_index"))
+            self.links.append(W.jslink((self.controls[names[depth]], "index"),
+                                       (stack, "selected_index")))
             return stack
 
         return level(0, ())

@@ -22,5 +22,10 @@ rm -rf "$dest/mathjax/sre/mathmaps" "$dest/mathjax/output/svg" "$dest/mathjax/no
 find "$dest/mathjax" -maxdepth 1 -name '*.js' ! -name 'tex-chtml.js' ! -name 'tex-mml-chtml.js' ! -name 'loader.js' ! -name 'startup.js' ! -name 'core.js' -delete
 cp "$tmp"/requirejs-*/require.js "$dest/require/require.js"
 cp "$tmp"/jupyter-widgets-html-manager-*/dist/embed-amd.js "$dest/html-manager/embed-amd.js"
+# The manager loads its icon fonts relative to the page (<page dir>/@jupyter-widgets/...); the
+# chapters live in book/, so the fonts go there too (copied into the build via html_extra_path).
+fonts="$dest/extra/book/@jupyter-widgets/html-manager/dist"
+mkdir -p "$fonts"
+cp "$tmp"/jupyter-widgets-html-manager-*/dist/*.woff* "$fonts/"
 echo "$want" > "$stamp"
 du -sh "$dest" | sed 's/^/fetch_vendor: /'

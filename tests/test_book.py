@@ -1,0 +1,142 @@
+"""The built book: every chapter executed, no committed outputs, and pages alive offline.
+
+The browser test opens each page in headless Chromium (Debian's package, driven by Playwright)
+with every request that is not to the local test server blocked and recorded. It checks that the
+math renders, that every explorer shows its controls, that moving each control changes the figure
+a reader sees, and that nothing tried to leave the machine.
+"""
+import contextlib
+import functools
+import http.server
+import json
+import pathlib
+import shutil
+import threading
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+CHAPTERS = [c["file"] for part in yaml.safe_load((ROOT / "_toc.yml").read_text())["parts"]
+            for c in part["chapters"]]
+NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_committed_without_outputs(nb):
+    cells = json.loads(nb.read_text())["cells"]
+    dirty = [i for i, c in enumerate(cells) if c["cell_type"] == "code"
+             and (c.get("outputs") or c.get("execution_count"))]
+    assert not dirty, f"{nb.name}: cells {dirty} carry outputs; clear them before committing"
+
+
+def test_every_notebook_is_in_the_table_of_contents():
+    listed = {f"book/{nb.stem}" for nb in NOTEBOOKS}
+    assert listed <= set(CHAPTERS), f"not in _toc.yml: {sorted(listed - set(CHAPTERS))}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_every_chapter_was_built_from_executed_cells(built_book, chapter):
+    page = built_book / f"{chapter}.html"
+    assert page.exists(), f"{page} missing: the book build did not produce this chapter"
+    src = ROOT / f"{chapter}.ipynb"
+    if src.exists():
+        html = page.read_text()
+        n_code = sum(c["cell_type"] == "code" for c in json.loads(src.read_text())["cells"])
+        assert html.count('class="cell docutils container"') >= n_code
+        assert "output traceback" not in html and "Traceback (most recent call last)" not in html
+        assert page.stat().st_mtime >= src.stat().st_mtime, "built page older than its notebook"
+
+
+# --- the browser ------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def serve(root):
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=root))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser(built_book):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    with serve(built_book) as base, sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield b, base
+        b.close()
+
+
+PAGES_WITH_EXPLORERS = [c for c in CHAPTERS
+                        if (ROOT / f"{c}.ipynb").exists()
+                        and "widgets.explore" in (ROOT / f"{c}.ipynb").read_text()]
+
+
+def _visible_figures(page):
+    return [img.get_attribute("src") for img in page.locator(".widget-image:visible").all()]
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("chapter", PAGES_WITH_EXPLORERS)
+def test_page_renders_offline_with_math_and_working_sliders(browser, built_book, chapter):
+    b, base = browser
+    page = b.new_page(viewport={"width": 1280, "height": 1000})
+    left, failed = [], []
+    page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(base + "/")
+               else (left.append(r.request.url), r.abort()))
+    page.on("response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
+    shots = built_book.parent / "test-screenshots"
+    try:
+        page.goto(f"{base}/{chapter}.html")
+        page.wait_for_selector("mjx-container", timeout=30_000)
+        page.wait_for_selector(".widget-image", timeout=30_000)
+        assert page.locator("mjx-container").count() > 0
+        assert page.locator(".MathJax_Error, mjx-merror").count() == 0, "a formula failed"
+        n_expected = (ROOT / f"{chapter}.ipynb").read_text().count("widgets.explore(")
+        boxes = page.locator(".widget-vbox:has(> .widget-slider), .widget-vbox:has(> .widget-toggle-buttons)")
+        assert boxes.count() >= n_expected, "an explorer did not render its controls"
+        moved = 0
+        for handle in page.locator(".widget-slider .noUi-handle").all():
+            handle.scroll_into_view_if_needed()
+            before = _visible_figures(page)
+            handle.focus()
+            now = int(float(handle.get_attribute("aria-valuenow")))
+            top = int(float(handle.get_attribute("aria-valuemax")))
+            page.keyboard.press("ArrowLeft" if now == top else "ArrowRight")
+            page.wait_for_timeout(150)
+            assert _visible_figures(page) != before, "a slider moved but the figure did not change"
+            moved += 1
+        for group in page.locator(".widget-toggle-buttons").all():
+            buttons = group.locator("button")
+            if buttons.count() < 2:
+                continue
+            before = _visible_figures(page)
+            target = buttons.nth(1) if "mod-active" in (buttons.nth(0).get_attribute("class") or "") \
+                else buttons.nth(0)
+            target.scroll_into_view_if_needed()
+            target.click()
+            page.wait_for_timeout(150)
+            assert _visible_figures(page) != before, "a button changed but the figure did not"
+            moved += 1
+        assert moved > 0
+        assert not left, f"requests tried to leave the machine: {left}"
+        assert not failed, f"failed requests: {failed}"
+    except Exception:
+        shots.mkdir(exist_ok=True)
+        page.screenshot(path=str(shots / f"{pathlib.Path(chapter).name}.png"), full_page=True)
+        raise
+    finally:
+        page.close()

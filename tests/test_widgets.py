@@ -1,0 +1,182 @@
+"""imckit.widgets: explorers in both modes, driven from pytest as a reader would drive them."""
+import threading
+import time
+
+import ipywidgets as W
+import pytest
+
+from imckit import plots, widgets
+
+
+def line_fig(gain):
+    fig, ax = plots.figure(figsize=(2, 1.5))
+    ax.plot([0, 1], [0, gain])
+    return fig
+
+
+def stacks_of(widget):
+    """All Stack widgets below ``widget``."""
+    found, todo = [], [widget]
+    while todo:
+        w = todo.pop()
+        if isinstance(w, W.Stack):
+            found.append(w)
+        todo.extend(getattr(w, "children", ()))
+    return found
+
+
+def shown_png(ex):
+    """The PNG bytes a reader sees for the selected point, following the Stack selections."""
+    w = ex.panel
+    while isinstance(w, W.Stack):
+        w = w.children[w.selected_index]
+    if isinstance(w, W.Box):
+        w = w.children[0]
+    return w.value
+
+
+# --- static mode: the web page without a kernel -----------------------------------------------
+
+def test_static_precomputes_every_point_into_linked_stacks():
+    calls = []
+
+    def fn(a, b):
+        calls.append((a, b))
+        return line_fig(a * b)
+
+    ex = widgets.explore(fn, a=[1, 2, 3], b=["x", "yy"], mode="static")
+    assert sorted(calls) == sorted((a, b) for a in [1, 2, 3] for b in ["x", "yy"])
+    stacks = stacks_of(ex.widget)
+    assert len(stacks) == 1 + 3  # one outer stack over a, one inner stack over b per a value
+    # Each stack is jslinked to its control: the link runs in the browser, with no kernel.
+    assert len(ex.links) == 4
+    for link in ex.links:
+        assert link.source[0] in ex.controls.values() and link.source[1] == "index"
+        assert link.target[0] in stacks and link.target[1] == "selected_index"
+    assert {type(c).__name__ for c in ex.controls.values()} == {"SelectionSlider", "ToggleButtons"}
+    assert ex.page_weight_kb > 0
+
+
+def test_static_stack_selection_follows_the_controls_value_for_value():
+    ex = widgets.explore(lambda g: line_fig(g), g=[1, 5, 9], mode="static", initial={"g": 5})
+    assert ex.params == {"g": 5}
+    assert shown_png(ex) == ex.cache[(5,)].parts[0]
+    # In the page, jslink sets selected_index = control index; the stack children are in grid
+    # order, so index i must show point i. Check that mapping directly.
+    (stack,) = stacks_of(ex.widget)
+    for i, g in enumerate([1, 5, 9]):
+        assert stack.children[i].value == ex.cache[(g,)].parts[0]
+    assert len({c.value for c in stack.children}) == 3  # the figures differ
+
+
+def test_failing_point_shows_a_message_not_a_traceback():
+    def fn(x):
+        if x == 2:
+            raise ValueError("cap_mismatch=-1 is out of range")
+        return line_fig(x)
+
+    ex = widgets.explore(fn, x=[1, 2], mode="static")
+    msg = ex.cache[(2,)].error
+    assert "could not be computed" in msg and "cap_mismatch=-1 is out of range" in msg
+    assert "Traceback" not in msg
+    assert ex.cache[(1,)].error is None
+
+
+def test_fn_may_return_html_or_tuples_and_data_with_plot():
+    ex = widgets.explore(lambda n: (line_fig(n), f"<b>{n}</b>"), n=[1, 2], mode="static")
+    assert isinstance(ex.cache[(1,)].parts[0], bytes) and ex.cache[(1,)].parts[1] == "<b>1</b>"
+    ex = widgets.explore(lambda n: {"y": n * 10}, plot=lambda d: line_fig(d["y"]), n=[1, 2],
+                         mode="static")
+    assert ex.cache[(2,)].data == {"y": 20}
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(mode="web"), "mode='web'"),
+    (dict(x=[]), "x=[]"),
+    (dict(x=[1], initial={"x": 3}), "initial x=3"),
+    (dict(x=[1], labels={"y": "why"}), "'y'"),
+    (dict(), "grid"),
+])
+def test_bad_arguments_raise_valueerror_naming_them(kwargs, needle):
+    kwargs.setdefault("mode", "static")
+    with pytest.raises(ValueError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        widgets.explore(line_fig, **kwargs)
+
+
+def test_static_grid_size_is_bounded():
+    with pytest.raises(ValueError, match="grid size=201"):
+        widgets.explore(lambda a, b: "", a=list(range(201)), b=[0], mode="static")
+
+
+def test_auto_mode_follows_the_book_build_flag(monkeypatch):
+    monkeypatch.setenv("IMCKIT_BOOK_BUILD", "1")
+    assert widgets.explore(line_fig, gain=[1, 2]).mode == "static"
+    monkeypatch.delenv("IMCKIT_BOOK_BUILD")
+    assert widgets.explore(line_fig, gain=[1, 2]).mode == "live"
+
+
+# --- live mode: JupyterLab with a kernel ------------------------------------------------------
+
+def test_live_computes_first_point_then_recomputes_on_slider_moves_and_caches():
+    calls = []
+
+    def fn(gain):
+        calls.append(gain)
+        return line_fig(gain)
+
+    ex = widgets.explore(fn, gain=[1, 2, 4], mode="live")
+    assert calls == [1] and ex.current() is not None
+    first = ex._image_box.children[0].value
+    ex.set(gain=4).wait()
+    assert calls == [1, 4]
+    assert ex._image_box.children[0].value != first  # the reader sees a new figure
+    assert ex._image_box.children[0].value == ex.cache[(4,)].parts[0]
+    ex.set(gain=1).wait()
+    assert calls == [1, 4], "a cached point is shown without recomputing"
+    assert ex._image_box.children[0].value == first
+
+
+def test_live_newer_value_supersedes_a_slow_stale_computation():
+    started = threading.Event()
+    finished = []
+
+    def slow(x, progress):
+        if x == 2:
+            started.set()
+        for i in range(200):  # ~2 s unless superseded
+            time.sleep(0.01)
+            progress(i / 200)
+        finished.append(x)
+        return line_fig(x)
+
+    ex = widgets.explore(slow, x=[1, 2, 3], mode="live")
+    assert finished == [1]
+    ex.set(x=2)
+    assert started.wait(5)
+    t0 = time.monotonic()
+    ex.set(x=3).wait(timeout=10)
+    assert ex.cancelled == 1 and finished == [1, 3]
+    assert (2,) not in ex.cache and ex.params == {"x": 3}
+    assert ex._image_box.children[0].value == ex.cache[(3,)].parts[0]
+    assert time.monotonic() - t0 < 3.5, "the stale point must not run to completion first"
+
+
+def test_live_generator_shows_intermediate_figures_then_the_final_one():
+    shown = []
+
+    def curves(n):
+        for epoch in range(1, 4):
+            yield line_fig(n * epoch), epoch / 3
+
+    ex = widgets.explore(curves, n=[1, 2], mode="live")
+    box = ex._image_box
+    box.observe(lambda ch: shown.append(ch["new"][0].value), names="children")
+    ex.set(n=2).wait()
+    assert len(shown) >= 3  # partial epochs, then the final figure
+    assert shown[-1] == ex.cache[(2,)].parts[0]
+
+
+def test_live_failing_point_shows_message():
+    ex = widgets.explore(lambda x: 1 / 0 if x else line_fig(1), x=[0, 1], mode="live")
+    ex.set(x=1).wait()
+    assert "ZeroDivisionError" in ex._image_box.children[0].value
