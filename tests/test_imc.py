@@ -1,0 +1,392 @@
+"""Tests of the charge-domain IMC simulator against independent oracles.
+
+Oracles: the integer (float64) matrix product, brute-force per-column sums written without the
+simulator's plane machinery, and the analytic variances of kT/C noise and capacitor mismatch.
+"""
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from imckit import imc
+from imckit.work import Work
+
+IDEAL = imc.IMCConfig.ideal()
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def exact(A, X):
+    return X.to(torch.float64) @ A.to(torch.float64)
+
+
+def radix4_values(shape, g, scale=1.0, phase=0, p_zero=0.2):
+    """Random values on the radix-4 grid, built directly (not through the simulator)."""
+    k = torch.randint(0, 7, shape, generator=g)
+    mag = scale * (0.5 if phase else 1.0) * torch.pow(4.0, -k.to(torch.float64))
+    sign = torch.where(torch.rand(shape, generator=g) < 0.5, -1.0, 1.0)
+    zero = torch.rand(shape, generator=g) < p_zero
+    return torch.where(zero, 0.0, sign * mag).to(torch.float32)
+
+
+def make_x(kind, B, N, g, x_bits=4, levels=2):
+    if kind == "unsigned" or kind == "multilevel":
+        return torch.randint(0, 2**x_bits, (B, N), generator=g)
+    if kind == "signed":
+        m = 2 ** (x_bits - 1) - 1
+        return torch.randint(-m, m + 1, (B, N), generator=g)
+    return radix4_values((B, N), g)
+
+
+# ------------------------------------------------------------------ ideal == integer product
+
+@pytest.mark.parametrize("kind", ["unsigned", "signed", "radix4", "multilevel"])
+@pytest.mark.parametrize("B,N,M,rows", [(1, 37, 5, 1152), (300, 150, 9, 64), (7, 2500, 33, 1152)])
+def test_ideal_equals_integer_product_exactly(kind, B, N, M, rows):
+    g = gen(B * 1000 + N + M)
+    A = torch.randint(-8, 8, (N, M), generator=g)
+    X = make_x(kind, B, N, g)
+    levels = 4 if kind == "multilevel" else 2
+    cfg = imc.IMCConfig.ideal(rows=rows, input_levels=levels)
+    y = imc.mvm(A, X, cfg, x_kind=kind)
+    assert y.shape == (B, M)
+    assert torch.equal(y, exact(A, X).to(y.dtype))
+
+
+@pytest.mark.parametrize("opts", [
+    dict(a_bits=8, a_signed=True, x_kind="unsigned", x_bits=8),
+    dict(a_bits=4, a_signed=False, x_kind="unsigned", x_bits=4),      # MVM 3: stored activations
+    dict(a_bits=2, a_signed=True, x_kind="signed", x_bits=6),
+    dict(a_bits=4, a_signed=True, x_kind="multilevel", x_bits=5, levels=3),   # base 3 digits
+    dict(a_bits=4, a_signed=True, x_kind="multilevel", x_bits=8, levels=16),
+])
+def test_ideal_exact_other_widths(opts):
+    opts = dict(opts)
+    levels = opts.pop("levels", 2)
+    g = gen(5)
+    ab, sa = opts["a_bits"], opts["a_signed"]
+    lo, hi = (-(2 ** (ab - 1)), 2 ** (ab - 1)) if sa else (0, 2**ab)
+    A = torch.randint(lo, hi, (300, 11), generator=g)
+    X = make_x(opts["x_kind"], 17, 300, g, x_bits=opts["x_bits"])
+    y = imc.mvm(A, X, imc.IMCConfig.ideal(rows=128, input_levels=levels), **opts)
+    assert torch.equal(y.double(), exact(A, X))
+
+
+@pytest.mark.parametrize("phase", [0, 1])
+def test_ideal_radix4_scale_and_phase(phase):
+    g = gen(11 + phase)
+    A = torch.randint(-8, 8, (200, 6), generator=g)
+    X = radix4_values((9, 200), g, scale=2.0**-3, phase=phase)
+    y = imc.mvm(A, X, IDEAL, x_kind="radix4", x_scale=2.0**-3, phase=phase)
+    assert torch.equal(y, exact(A, X).float())
+    with pytest.raises(ValueError, match="radix-4 grid"):        # the other phase's grid
+        imc.mvm(A, X, IDEAL, x_kind="radix4", x_scale=2.0**-3, phase=1 - phase)
+
+
+def test_ideal_accepts_float_ints_and_float64():
+    g = gen(3)
+    A = torch.randint(-8, 8, (50, 4), generator=g)
+    X = torch.randint(0, 16, (6, 50), generator=g)
+    y = imc.mvm(A.double(), X.double(), IDEAL)
+    assert y.dtype == torch.float64 and torch.equal(y, exact(A, X))
+
+
+def test_radix4_with_formats_module_if_available():
+    formats = pytest.importorskip("imckit.formats")
+    if not hasattr(formats, "quantize") or not hasattr(formats, "Radix4"):
+        pytest.skip("imckit.formats has not landed")
+    g = gen(21)
+    x = torch.randn(16, 300, generator=g)
+    q = formats.quantize(x, formats.Radix4(), scale=4.0, phase=1)
+    A = torch.randint(-8, 8, (300, 8), generator=g)
+    y = imc.mvm(A, q, IDEAL, x_kind="radix4", x_scale=4.0, phase=1)
+    assert torch.equal(y, exact(A, q).float())
+
+
+def test_empty_batch_and_all_zero_inputs():
+    A = torch.randint(-8, 8, (40, 3), generator=gen(0))
+    y, w = imc.mvm(A, torch.zeros(0, 40, dtype=torch.int64), imc.IMCConfig(), report=True)
+    assert y.shape == (0, 3) and w.conversions == 0 and w.cycles == 0 and w.macs == 0
+    y, w = imc.mvm(A, torch.zeros(2, 40, dtype=torch.int64), imc.IMCConfig(), report=True)
+    assert torch.equal(y, torch.zeros(2, 3)) and w.cycles == 0      # no plane runs: no noise
+
+
+# ------------------------------------------------------------------ work report
+
+def test_work_counts_by_hand():
+    # rows=4, N=6: two row tiles (rows 0-3, 4-5). M=2 stored 3-bit -> 6 physical columns.
+    A = torch.zeros(6, 2, dtype=torch.int64)
+    X = torch.tensor([[1, 0, 0, 0, 0, 0],      # tile 0: plane 0 (1 row); tile 1: nothing
+                      [3, 2, 0, 0, 4, 4]])     # tile 0: plane 0 (1 row), plane 1 (2 rows); tile 1: plane 2 (2 rows)
+    cfg = imc.IMCConfig.ideal(rows=4)
+    _, w = imc.mvm(A, X, cfg, a_bits=3, x_bits=3, report=True)
+    assert w == Work(macs=2 * 6 * 2, conversions=4 * 6, cycles=4, row_drives=6, write_bits=36)
+    _, w = imc.mvm(A, X, cfg, a_bits=3, x_bits=3, report=True, count_write=False)
+    assert w.write_bits == 0
+
+
+# ------------------------------------------------------------------ thermal noise
+
+def test_sigma_thermal_formula():
+    cfg = imc.IMCConfig.jia22_16nm()
+    expect = math.sqrt(1.380649e-23 * 300.0 / (1152 * 1e-15)) / 0.8
+    assert cfg.sigma_thermal == pytest.approx(expect, rel=1e-12)
+    assert cfg.sigma_thermal < 0.1 / 255                        # far below an 8-bit LSB
+    assert dataclasses.replace(cfg, thermal_noise=False).sigma_thermal == 0.0
+
+
+def _bit_planes(X, bits):
+    """Oracle plane decomposition of unsigned ints (Python-level, one plane at a time)."""
+    return [((X // 2**t) % 2).to(torch.float64) for t in range(bits)]
+
+
+def test_thermal_only_variance_matches_prediction():
+    g = gen(1)
+    N, M, B, rows = 300, 64, 16, 128                              # three row tiles
+    A = torch.randint(-8, 8, (N, M), generator=g)
+    X = torch.randint(0, 16, (B, N), generator=g)
+    X[:, 128:256][:, :] = X[:, 128:256] % 4                       # tile 1 lacks planes 2, 3
+    cfg = imc.IMCConfig(rows=rows, adc_bits=None, cap_mismatch=0.0, thermal_noise=True,
+                        temperature_k=3e4)                        # hot, so noise >> fp32 rounding
+    ng = gen(99)
+    err = torch.stack([imc.mvm(A, X, cfg, generator=ng).double() - exact(A, X)
+                       for _ in range(6)])
+    sig_count = cfg.sigma_thermal * rows
+    wa2 = sum(4.0**k for k in range(4))                           # (1 + 4 + 16 + 64)
+    pred = torch.zeros(B)
+    for s in range(0, N, rows):
+        for t, plane in enumerate(_bit_planes(X[:, s:s + rows], 4)):
+            pred += (plane.sum(1) > 0).double() * 4.0**t          # only cycles that run
+    pred = pred * wa2 * sig_count**2                              # per output, same for every m
+    ratio = float((err**2).mean()) / float(pred.mean())
+    assert abs(ratio - 1) < 0.10, ratio
+    assert abs(float(err.mean())) < 4 * math.sqrt(float(pred.mean()) / err.numel())
+
+
+def test_noise_generator_fresh_vs_repeatable():
+    g = gen(2)
+    A = torch.randint(-8, 8, (256, 8), generator=g)
+    X = torch.randint(0, 16, (4, 256), generator=g)
+    cfg = imc.IMCConfig(adc_bits=None, cap_mismatch=0.0, temperature_k=3e4)
+    assert torch.equal(imc.mvm(A, X, cfg), imc.mvm(A, X, cfg))   # None: seeded from cfg.seed
+    ng = gen(7)
+    assert not torch.equal(imc.mvm(A, X, cfg, generator=ng), imc.mvm(A, X, cfg, generator=ng))
+    assert torch.equal(imc.mvm(A, X, cfg, generator=gen(7)), imc.mvm(A, X, cfg, generator=gen(7)))
+
+
+# ------------------------------------------------------------------ mismatch
+
+def _mismatch_prediction(A, X, sigma, rows, a_bits=4):
+    """First-order variance of each output under cap mismatch, brute force in float64.
+
+    Column count estimate = R * sum_i C_i m_i / sum_i C_i with C_i = 1 + eps_i. To first order its
+    error is sum_i eps_i (m_i - c/R) over all R rows of the tile (unused rows: m_i = 0). Planes
+    of one input share a column's eps, so the plane-weighted sum is taken before squaring.
+    """
+    N, M = A.shape
+    bitsA = [((A % 2**a_bits) // 2**k) % 2 for k in range(a_bits)]      # (N, M) each
+    wa = [2.0**k for k in range(a_bits)]
+    wa[-1] = -wa[-1]
+    pred = torch.zeros(X.shape[0], M, dtype=torch.float64)
+    for s in range(0, N, rows):
+        planes = _bit_planes(X[:, s:s + rows], 4)
+        n = planes[0].shape[1]
+        for k in range(a_bits):
+            a = bitsA[k][s:s + rows].to(torch.float64)                      # (n, M)
+            d = torch.zeros(X.shape[0], rows, M, dtype=torch.float64)       # per row i
+            for t, p in enumerate(planes):
+                m = p.unsqueeze(-1) * a.unsqueeze(0)                        # (B, n, M)
+                c = m.sum(1, keepdim=True)                                  # (B, 1, M)
+                d[:, :n] += 2.0**t * (m - c / rows)
+                d[:, n:] += 2.0**t * (-c / rows)
+            pred += wa[k] ** 2 * (d**2).sum(1)
+    return sigma**2 * pred
+
+
+def test_mismatch_fixed_per_chip_and_variance_matches_prediction():
+    g = gen(4)
+    N, M, B, rows, sigma = 400, 256, 6, 256, 0.01
+    A = torch.randint(-8, 8, (N, M), generator=g)
+    X = torch.randint(0, 16, (B, N), generator=g)
+    cfg = imc.IMCConfig(rows=rows, adc_bits=None, cap_mismatch=sigma, thermal_noise=False, seed=3)
+    e1 = imc.mvm(A, X, cfg).double() - exact(A, X)
+    e2 = imc.mvm(A, X, cfg).double() - exact(A, X)
+    assert torch.equal(e1, e2) and float(e1.abs().max()) > 0            # same chip: same error
+    e3 = imc.mvm(A, X, dataclasses.replace(cfg, seed=4)).double() - exact(A, X)
+    assert not torch.allclose(e1, e3)                                   # another chip
+    errs = [e1] + [imc.mvm(A, X, dataclasses.replace(cfg, seed=s)).double() - exact(A, X)
+                   for s in (10, 11, 12)]
+    pred = _mismatch_prediction(A, X, sigma, rows)
+    ratio = float(torch.stack(errs).pow(2).mean()) / float(pred.mean())
+    assert abs(ratio - 1) < 0.15, ratio
+
+
+def test_mismatch_depends_on_tile_index_not_call_shape():
+    g = gen(6)
+    A = torch.randint(-8, 8, (100, 128), generator=g)
+    X = torch.randint(0, 16, (3, 100), generator=g)
+    cfg = imc.IMCConfig(adc_bits=None, cap_mismatch=0.01, thermal_noise=False, seed=5)
+    wide = imc.mvm(A, X, cfg)                     # 512 physical columns: two column tiles
+    narrow = imc.mvm(A[:, :64], X, cfg)           # the first 256 physical columns only
+    assert torch.equal(wide[:, :64], narrow)
+
+
+# ------------------------------------------------------------------ ADC
+
+def _ones_column(N, k):
+    """One stored 1-bit column of ones and one input vector with k ones: column count k."""
+    A = torch.ones(N, 1, dtype=torch.int64)
+    X = torch.zeros(1, N, dtype=torch.int64)
+    X[0, :k] = 1
+    return A, X
+
+
+def test_adc_8bit_on_1152_rows_exact_only_up_to_255():
+    cfg = imc.IMCConfig(rows=1152, adc_bits=8, adc_range=255 / 1152, round_counts=True,
+                        cap_mismatch=0.0, thermal_noise=False)
+    got = []
+    for k in [0, 1, 100, 255, 256, 600, 1152]:
+        A, X = _ones_column(1152, k)
+        got.append(float(imc.mvm(A, X, cfg, a_bits=1, a_signed=False, x_bits=1)[0, 0]))
+    assert got == [0, 1, 100, 255, 255, 255, 255]                 # clips above 255 counts
+    # over the full swing one 8-bit LSB is 1152/255 = 4.5 counts: small counts are lost
+    full = dataclasses.replace(cfg, adc_range=1.0)
+    A, X = _ones_column(1152, 2)
+    assert float(imc.mvm(A, X, full, a_bits=1, a_signed=False, x_bits=1)[0, 0]) == 0.0
+
+
+def test_adc_exact_with_enough_bits_and_clips_with_small_range():
+    g = gen(8)
+    A = torch.randint(-8, 8, (1152, 16), generator=g)
+    X = torch.randint(0, 16, (5, 1152), generator=g)
+    cfg = imc.IMCConfig(adc_bits=12, adc_range=1.0, round_counts=True, cap_mismatch=0.0,
+                        thermal_noise=False)                      # 4095 codes >= 1152 counts
+    assert torch.equal(imc.mvm(A, X, cfg).double(), exact(A, X))
+    top = float(imc.column_counts(A, X, cfg).max())
+    r = imc.calibrate_adc_range(imc.column_counts(A, X, cfg), 1152, percentile=100)
+    assert r >= top / 1152 and r / 2 < top / 1152
+    assert torch.equal(imc.mvm(A, X, cfg, adc_range=r).double(), exact(A, X))
+    small = imc.mvm(A, X, cfg, adc_range=r / 4).double()          # clipped columns lose counts
+    assert not torch.equal(small, exact(A, X))
+
+
+def test_adc_clipping_oracle():
+    cfg = imc.IMCConfig(rows=64, adc_bits=6, adc_range=0.5, cap_mismatch=0.0, thermal_noise=False)
+    ks = torch.arange(0, 65)
+    ys = []
+    for k in ks.tolist():
+        A, X = _ones_column(64, k)
+        ys.append(float(imc.mvm(A, X, cfg, a_bits=1, a_signed=False, x_bits=1)[0, 0]))
+    step = 0.5 * 64 / 63
+    oracle = [min(round(k / step), 63) * step for k in ks.tolist()]
+    assert ys == pytest.approx(oracle, abs=1e-4)
+    assert max(ys) == pytest.approx(32.0, abs=1e-4)               # clipped at half the swing
+
+
+def test_percentile_calibration_mode_matches_explicit_range():
+    g = gen(9)
+    A = torch.randint(-8, 8, (500, 12), generator=g)
+    X = torch.randint(0, 16, (8, 500), generator=g)
+    fixed = imc.IMCConfig(cap_mismatch=0.0, thermal_noise=False)
+    r = imc.calibrate_adc_range(imc.column_counts(A, X, fixed), 1152, percentile=99.0)
+    auto = dataclasses.replace(fixed, adc_calibration="percentile", adc_percentile=99.0)
+    assert torch.equal(imc.mvm(A, X, auto), imc.mvm(A, X, fixed, adc_range=r))
+    assert r < 1.0
+
+
+def test_column_counts_brute_force():
+    g = gen(10)
+    A = torch.randint(0, 4, (70, 3), generator=g)
+    X = torch.randint(0, 4, (2, 70), generator=g)
+    counts = imc.column_counts(A, X, imc.IMCConfig.ideal(rows=32), a_bits=2, a_signed=False,
+                               x_bits=2)
+    expect = []
+    for s in range(0, 70, 32):
+        for t in range(2):
+            for b in range(2):
+                d = (X[b, s:s + 32] // 2**t) % 2
+                if d.sum() == 0:
+                    continue
+                for m in range(3):
+                    for k in range(2):
+                        expect.append(float((d * ((A[s:s + 32, m] // 2**k) % 2)).sum()))
+    assert sorted(counts.tolist()) == sorted(expect)
+
+
+def test_calibrate_adc_range_powers_of_two():
+    assert imc.calibrate_adc_range(torch.tensor([300.0]), 1152, percentile=100) == 0.5
+    assert imc.calibrate_adc_range(torch.tensor([288.0]), 1152, percentile=100) == 0.25
+    assert imc.calibrate_adc_range(torch.tensor([5000.0]), 1152) == 1.0
+    assert imc.calibrate_adc_range(torch.zeros(10), 1152) == 2.0 ** -10
+    c = torch.cat([torch.full((999,), 10.0), torch.tensor([1000.0])])
+    assert imc.calibrate_adc_range(c, 1152, percentile=99.9) == 2.0 ** -6    # ignores the outlier
+
+
+# ------------------------------------------------------------------ SQNR split
+
+def test_sqnr_split_16nm_analog_noise_below_quantization():
+    g = gen(12)
+    A = torch.randint(-7, 8, (1152, 32), generator=g)
+    X = torch.randint(0, 16, (16, 1152), generator=g)
+    s = imc.sqnr_split(A, X, imc.IMCConfig.jia22_16nm())
+    db = s.sqnr_db
+    assert set(db) == {"adc", "mismatch", "thermal", "all"}
+    assert db["thermal"] > db["adc"] + 10 and db["mismatch"] > db["adc"] + 10
+    assert abs(db["all"] - db["adc"]) < 1.0                        # the ADC dominates
+    ideal = imc.sqnr_split(A, X, IDEAL).sqnr_db
+    assert all(v == math.inf for v in ideal.values())
+
+
+# ------------------------------------------------------------------ bad input
+
+@pytest.mark.parametrize("field,value", [
+    ("adc_bits", 0), ("adc_bits", 17), ("cap_mismatch", -0.1), ("rows", 0), ("columns", 0),
+    ("adc_range", 0.0), ("adc_range", 1.5), ("temperature_k", -1.0), ("adc_noise_lsb", -1.0),
+    ("input_levels", 1), ("adc_calibration", "auto"), ("v_dd", 0.0)])
+def test_bad_config_names_field_and_value(field, value):
+    with pytest.raises(ValueError, match=rf"{field}={value!r}"):
+        imc.IMCConfig(**{field: value})
+
+
+@pytest.mark.parametrize("A,X,kw,match", [
+    (torch.tensor([[8]]), torch.tensor([[1]]), {}, r"A contains 8.*-8\.\.7"),
+    (torch.tensor([[0.5]]), torch.tensor([[1]]), {}, r"A contains 0.5.*not an integer"),
+    (torch.tensor([[1]]), torch.tensor([[16]]), {}, r"X contains 16.*0\.\.15"),
+    (torch.tensor([[1]]), torch.tensor([[-1]]), {}, r"X contains -1.*0\.\.15"),
+    (torch.tensor([[1]]), torch.tensor([[8]]), dict(x_kind="signed"), r"X contains 8.*-7\.\.7"),
+    (torch.tensor([[-1]]), torch.tensor([[1]]), dict(a_signed=False), r"A contains -1.*0\.\.15"),
+    (torch.tensor([[1]]), torch.tensor([[0.3]]), dict(x_kind="radix4"), r"X contains 0.3.*radix-4"),
+    (torch.ones(3, 2), torch.ones(1, 4), {}, r"X.shape=\(1, 4\).*A.shape=\(3, 2\)"),
+    (torch.ones(3), torch.ones(1, 3), {}, r"A.shape=\(3,\)"),
+    (torch.tensor([[1]]), torch.tensor([[1]]), dict(x_kind="float"), r"x_kind='float'"),
+    (torch.tensor([[1]]), torch.tensor([[1]]), dict(a_bits=0), r"a_bits=0"),
+    (torch.tensor([[1]]), torch.tensor([[1]]), dict(adc_range=0.0), r"adc_range=0.0"),
+    (torch.tensor([[1]]), torch.tensor([[1]]), dict(x_scale=2.0), r"x_scale=2.0"),
+])
+def test_bad_operands_raise_before_compute(A, X, kw, match):
+    with pytest.raises(ValueError, match=match):
+        imc.mvm(A, X, imc.IMCConfig(), **kw)
+
+
+def test_presets_cite_their_sources():
+    assert "JIA22" in imc.IMCConfig.jia22_16nm.__doc__
+    assert "JIA20" in imc.IMCConfig.jia20_65nm.__doc__
+    c = imc.IMCConfig.jia20_65nm()
+    assert (c.rows, c.columns, c.adc_bits, c.cap_unit_ff) == (2304, 256, 8, 1.2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.rows = 5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu_ideal_and_runs_noisy():
+    g = gen(13)
+    A = torch.randint(-8, 8, (2000, 40), generator=g)
+    X = torch.randint(0, 16, (32, 2000), generator=g)
+    y = imc.mvm(A.cuda(), X.cuda(), IDEAL)
+    assert y.is_cuda and torch.equal(y.cpu().double(), exact(A, X))
+    cfg = imc.IMCConfig.jia22_16nm()
+    yc = imc.mvm(A.cuda(), X.cuda(), cfg, generator=torch.Generator("cuda").manual_seed(0))
+    assert yc.is_cuda and torch.isfinite(yc).all()
