@@ -257,3 +257,12 @@ def test_bad_inputs_raise_value_error_naming_the_field(call, field):
     with pytest.raises(ValueError, match=field.split("=")[0]) as err:
         call()
     assert field in str(err.value)
+
+
+def test_resnet20_shapes_match_the_torch_model():
+    from imckit import models
+
+    got = E.as_layers(models.resnet20(seed=0), input_shape=(3, 32, 32))
+    want = E.resnet20()
+    key = lambda ls: [(l.n, l.m, l.positions, l.kernel_area) for l in ls]
+    assert key(got) == key(want)
