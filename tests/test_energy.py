@@ -202,6 +202,9 @@ def test_energy_from_work_equals_steps_times_step_energy(adaptability, tmp_path)
     assert math.isclose(got.total_j, 5 * want.total_j, rel_tol=1e-12)
     assert math.isclose(got.baseline_j, 5 * want.baseline_j, rel_tol=1e-12)
     assert math.isclose(got.savings, want.savings, rel_tol=1e-12)
+    rec["layers"][0]["mvms"]["forward"]["error"] = {"n": 3, "rel_rmse": 0.1}   # extra keys
+    rec["layers"][0]["mvms"]["forward"]["adc_range"] = 0.25
+    assert E.energy_from_work(rec).total_j == got.total_j
     lean = E.energy_from_work(rec, baseline="int8-lean")
     assert lean.savings < got.savings
 

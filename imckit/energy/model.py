@@ -19,6 +19,7 @@ from .counts import CountRules, LayerShape, MVMCount, step_work
 from .params import BASELINES, DigitalBaseline, IMCEnergy
 
 PJ = 1e-12
+_WORK_FIELDS = {f.name for f in dataclasses.fields(Work)}
 IMC_COMPONENTS = ("array", "adc", "shift_add", "input", "write", "output")
 DIGITAL_COMPONENTS = ("mac", "fetch", "output")
 
@@ -258,7 +259,7 @@ def energy_from_work(work, preset="paper-16nm", baseline=None, **options) -> Ene
          "conversions": ..., "cycles": ..., "row_drives": ..., "write_bits": ...}, ...}}]}
 
     ``shape`` is ``[N, M]`` as in :func:`training_step_energy` (optional ``kernel_area``);
-    digital MVMs need ``macs`` only. IMC MVMs are priced from their counts; every MVM's MACs
+    digital MVMs need ``macs`` only; other keys (``error``, ``adc_range``...) are ignored. IMC MVMs are priced from their counts; every MVM's MACs
     are also priced on ``baseline`` (default: the preset's) for the savings. Output counts come
     from the shapes. An optional top-level ``adc_bits`` is used unless given in ``options``.
 
@@ -290,10 +291,10 @@ def energy_from_work(work, preset="paper-16nm", baseline=None, **options) -> Ene
         counts[name], where[name] = {}, {}
         for m, rec_m in lay.get("mvms", {}).items():
             check_choice(f"layers[{i}].mvms", m, MVMS)
-            rec_m = dict(rec_m)
-            pl = rec_m.pop("placement", "imc")
+            pl = rec_m.get("placement", "imc")
             check_choice(f"layers[{i}].mvms[{m!r}].placement", pl, PLACEMENTS)
-            counts[name][m] = MVMCount(Work.from_dict(rec_m), outs[m] * steps)
+            w = Work.from_dict({k: v for k, v in rec_m.items() if k in _WORK_FIELDS})
+            counts[name][m] = MVMCount(w, outs[m] * steps)
             where[name][m] = pl
     mapped, base = _price(counts, where, p)
     return EnergyReport(p, "recorded", where, mapped, base, counts, steps=steps)
