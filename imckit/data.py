@@ -83,7 +83,7 @@ def _stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[n
     rank = np.empty(len(y), dtype=np.int64)
     rank[order] = np.arange(len(y)) - np.repeat(starts, counts)
     is_test = rank < np.round(test_fraction * counts)[ys]
-    return perm[~is_test], perm[is_test]
+    return rng.permutation(perm[~is_test]), rng.permutation(perm[is_test])
 
 
 def _make(name, x, y, n_classes, shape, train_idx, test_idx) -> Dataset:

