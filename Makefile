@@ -3,6 +3,9 @@
 # pyproject.toml or the lock changes), the book's JavaScript (from the npm registry, git-ignored),
 # and Chromium (Debian package) for the browser tests.
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+# pip on some machines warns once per package about unreachable local indexes; keep the log readable.
+QUIET_PIP := 2>&1 | { grep -v '^WARNING: Location' || true; }
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -22,9 +25,9 @@ help:
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements/lock.txt
-	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip install -q --upgrade pip $(QUIET_PIP)
+	$(BIN)/python -m pip install -q -r requirements/lock.txt $(QUIET_PIP)
+	$(BIN)/python -m pip install -q --no-deps -e . $(QUIET_PIP)
 	@touch $@
 
 venv: $(STAMP)
