@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.imckit-installed
 VENDOR := book/_static/vendor/.versions
 HTML := _build/html/index.html
-BOOK_SOURCES := _config.yml _toc.yml $(wildcard book/*.ipynb book/*.md book/*.bib book/_ext/*.py book/data/*) $(wildcard imckit/*.py)
+BOOK_SOURCES := _config.yml _toc.yml $(wildcard book/*.ipynb book/*.md book/*.bib book/_ext/*.py book/data/*) $(wildcard imckit/*.py imckit/*/*.py)
 PYTEST_ARGS ?=
 
 .PHONY: help venv book test test-fast lab bench clean chromium

@@ -18,6 +18,22 @@ ADAPTABILITY_COLORS = {"full": "#2ca02c", "two-level": "#1f77b4", "one-level": "
                        "none": "#7f7f7f"}
 
 
+def _register_ipython_display(dpi: float = 100) -> None:
+    """Let a pyplot-free Figure at the end of a notebook cell display as a PNG.
+
+    IPython only knows how to show figures once pyplot's inline backend is set up; chapters that
+    never import pyplot would otherwise print ``<Figure size ...>``.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency of ipywidgets
+        return
+    ip = get_ipython()
+    if ip is None:
+        return
+    ip.display_formatter.formatters["image/png"].for_type(Figure, lambda f: to_png(f, dpi=dpi))
+
+
 def figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] = (6.4, 3.6),
            squeeze: bool = True, **subplot_kw):
     """A pyplot-free figure with a grid of axes, laid out with constrained layout.
@@ -44,3 +60,6 @@ def to_png(fig: Figure, *, dpi: float = 80) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
+
+
+_register_ipython_display()
