@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import os
 import pickle
 import tarfile
@@ -96,7 +97,14 @@ def _make(name, x, y, n_classes, shape, train_idx, test_idx) -> Dataset:
 
 @functools.lru_cache(maxsize=1)
 def _load_digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+    # Read scikit-learn's bundled CSV directly: importing sklearn itself costs ~1-2 s, and the
+    # file is exactly what sklearn.datasets.load_digits parses (64 pixels, then the label).
+    spec = importlib.util.find_spec("sklearn")
+    csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if csv is not None and csv.is_file():
+        raw = np.loadtxt(csv, delimiter=",")
+        return raw[:, :-1].astype(np.float64), raw[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits           # pragma: no cover (layout changed)
     d = load_digits()
     return d.data.astype(np.float64), d.target.astype(np.int64)
 

@@ -38,6 +38,13 @@ def test_digits_shapes_and_standardization():
     assert np.array_equal(counts, np.round(0.2 * full))
 
 
+def test_digits_raw_equals_sklearn_loader():
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x, y = data._load_digits()
+    assert np.array_equal(x, d.data) and np.array_equal(y, d.target)
+
+
 def test_digits_split_is_fixed_by_seed():
     a, b, c = data.digits(seed=0), data.digits(seed=0), data.digits(seed=1)
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
