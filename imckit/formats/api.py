@@ -1,0 +1,227 @@
+"""The entry points every format shares: quantize, its straight-through twin, clip rules, stats.
+
+``quantize(x, fmt, scale=..., phase=..., rounding=..., generator=...)`` is fake quantization:
+values on the format's grid, in the input's dtype and kind (torch tensor or numpy array).
+For :class:`~imckit.formats.Int` the ``scale`` is the clip value alpha; for the floating
+formats it multiplies the grid (a power of two for radix-4). ``phase=1`` halves the grid
+(two-phase rounding, SPEC §1.2); it is meant for radix-4 and accepted by every format.
+NaN stays NaN, +-inf saturates, values above the range saturate (except the non-saturating
+FP32 identity), empty tensors work, integer tensors are rejected.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .._validate import check_choice
+from ._core import (Format, as_tensor, back, check_common, make_generator, pow2_ceil)
+from .integer import Int
+from .minifloat import FP32, Minifloat
+from .radix import Radix4
+
+
+def _check_format(fmt) -> Format:
+    if not isinstance(fmt, Format):
+        raise ValueError(f"fmt={fmt!r} is not a number format: use formats.Radix4(), "
+                         "formats.Int(bits), a formats.Minifloat or a named one (FP8E4M3, ...)")
+    return fmt
+
+
+def _prepare(x, fmt, scale, phase, rounding, generator):
+    """Validate everything (no compute yet) and return ``(tensor, was_numpy, scale, gen)``."""
+    _check_format(fmt)
+    check_common(rounding, phase, generator)
+    scale = fmt.check_scale(scale)
+    xt, was_np = as_tensor(x)
+    return xt, was_np, scale, make_generator(generator, xt.device) if rounding == "stochastic" \
+        else None
+
+
+def _quantize_tensor(xt, fmt, scale, phase, rounding, gen) -> torch.Tensor:
+    with torch.no_grad():
+        xd = xt.detach()
+        if xd.numel() == 0:
+            return xd.clone()
+        if fmt == FP32 and xd.dtype != torch.float64:                  # identity (SPEC §1.2)
+            return xd.clone()
+        if xd.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            return fmt._quantize(xd.float(), scale, phase, rounding, gen).to(xd.dtype)
+        return fmt._quantize(xd, scale, phase, rounding, gen)
+
+
+def quantize(x, fmt: Format, scale=1.0, phase: int = 0, rounding: str = "nearest",
+             generator=None):
+    """Fake-quantize ``x`` to ``fmt``: every value moved onto the format's grid.
+
+    Args:
+        x: torch tensor (any float dtype, CPU or CUDA) or numpy float array.
+        fmt: a format (``Radix4()``, ``Int(4)``, ``FP8E4M3``, ...).
+        scale: radix-4: the top level S (a power of two); Int: the clip value alpha;
+            minifloats: multiplies the grid. Python float or one-element tensor.
+        phase: 0 or 1; phase 1 uses the grid times 1/2 (two-phase rounding, [SUN20]).
+        rounding: ``"nearest"`` or ``"stochastic"`` (unbiased; needs ``generator``).
+        generator: torch.Generator or int seed; required for stochastic rounding.
+
+    Returns:
+        The quantized values, same shape, dtype and kind (torch/numpy) as ``x``.
+
+    >>> import numpy as np
+    >>> from imckit.formats import Radix4, quantize
+    >>> quantize(np.array([0.1, 0.2, 0.35], dtype=np.float32), Radix4(), scale=1.0, phase=1)
+    array([0.125, 0.125, 0.5  ], dtype=float32)
+    >>> g = torch.Generator().manual_seed(0)
+    >>> q = quantize(torch.full((100000,), 0.1), Radix4(), rounding="stochastic", generator=g)
+    >>> round(q.mean().item(), 2)
+    0.1
+    """
+    xt, was_np, scale, gen = _prepare(x, fmt, scale, phase, rounding, generator)
+    return back(_quantize_tensor(xt, fmt, scale, phase, rounding, gen), was_np)
+
+
+class _STE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, fmt, scale, phase, rounding, gen):
+        lo, hi = fmt.clip_range(scale, phase)
+        ctx.save_for_backward(((x >= lo) & (x <= hi)))
+        return _quantize_tensor(x, fmt, scale, phase, rounding, gen)
+
+    @staticmethod
+    def backward(ctx, g):
+        (inside,) = ctx.saved_tensors
+        return g * inside.to(g.dtype), None, None, None, None, None
+
+
+def quantize_ste(x: torch.Tensor, fmt: Format, scale=1.0, phase: int = 0,
+                 rounding: str = "nearest", generator=None) -> torch.Tensor:
+    """:func:`quantize` with the straight-through estimator for autograd.
+
+    Forward: ``quantize(x, ...)``. Backward: the incoming gradient where ``x`` lies inside the
+    clip range (``fmt.clip_range``, bounds included), 0 where it was clipped.
+
+    >>> from imckit.formats import Int
+    >>> x = torch.tensor([0.33, -2.0, 0.9], requires_grad=True)
+    >>> quantize_ste(x, Int(4), scale=1.0).sum().backward(); x.grad.tolist()
+    [1.0, 0.0, 1.0]
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError("x must be a torch tensor: quantize_ste is for autograd")
+    xt, _, scale, gen = _prepare(x, fmt, scale, phase, rounding, generator)
+    return _STE.apply(xt, fmt, scale, phase, rounding, gen)
+
+
+CLIP_RULES = ("max", "mse")
+
+
+def clip_scale(w, fmt: Format, rule: str = "max", *, candidates: int = 100) -> float:
+    """Choose the ``scale`` for ``w`` by a named rule (SPEC §1.1).
+
+    * ``max``: Int: ``max|w|`` (unsigned: ``max(w)``); radix-4 and minifloats: the smallest
+      power of two that keeps ``max|w|`` inside the range.
+    * ``mse``: the candidate minimizing the quantization MSE of ``w``. Int: ``candidates``
+      evenly spaced clip values in ``(0, max]``; power-of-two formats: the 13 powers of two at
+      and below the ``max`` rule's.
+
+    An all-zero ``w`` gives 1.0 (any scale represents it exactly). inf/NaN: ValueError.
+
+    >>> from imckit.formats import Int, Radix4
+    >>> w = torch.tensor([0.1, -0.2, 0.05, 3.0])
+    >>> clip_scale(w, Int(4)), clip_scale(w, Radix4())
+    (3.0, 4.0)
+    >>> w = torch.randn(10000, generator=torch.Generator().manual_seed(0))
+    >>> 0.5 < clip_scale(w, Int(4), rule="mse") / clip_scale(w, Int(4)) < 0.9
+    True
+    """
+    _check_format(fmt)
+    check_choice("rule", rule, CLIP_RULES)
+    wt, _ = as_tensor(w, "w")
+    with torch.no_grad():
+        w64 = wt.detach().reshape(-1).to(torch.float64)
+        if w64.numel() and not bool(torch.isfinite(w64).all()):
+            raise ValueError("w contains inf/NaN: a clip value needs finite data")
+        if isinstance(fmt, Int) and not fmt.signed:
+            amax = float(w64.clamp_min(0).max()) if w64.numel() else 0.0
+        else:
+            amax = float(w64.abs().max()) if w64.numel() else 0.0
+        if amax == 0:
+            return 1.0
+        if isinstance(fmt, Int):
+            cands = [amax * k / candidates for k in range(1, candidates + 1)]
+            best = amax
+        else:
+            best = pow2_ceil(amax / fmt.max_value)
+            cands = [best * 2.0 ** -k for k in range(13)]
+        if rule == "max":
+            return best
+        sample = w64[:: max(1, w64.numel() // 65536)]
+        errs = [float((fmt._quantize(sample, c, 0, "nearest", None) - sample).square().mean())
+                for c in cands]
+        return cands[min(range(len(cands)), key=errs.__getitem__)]
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    """Quantization error statistics of one tensor (finite entries only).
+
+    Attributes:
+        mse: mean squared error ``mean((q - x)**2)``.
+        sqnr_db: signal-to-quantization-noise ratio ``10 log10(sum x^2 / sum (q-x)^2)`` in dB.
+        bias: mean error ``mean(q - x)``.
+        underflow: fraction of the nonzero inputs that became 0.
+        saturated: fraction of the inputs outside the clip range (incl. +-inf).
+        n: number of finite entries used.
+    """
+
+    mse: float
+    sqnr_db: float
+    bias: float
+    underflow: float
+    saturated: float
+    n: int
+
+    def __getitem__(self, key: str):
+        return getattr(self, key)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def error_stats(x, fmt: Format, **kwargs) -> ErrorStats:
+    """Error statistics of ``quantize(x, fmt, **kwargs)`` against ``x`` (computed in float64).
+
+    >>> from imckit.formats import Radix4
+    >>> s = error_stats(torch.tensor([1.0, 0.3, 1e-6, 5.0]), Radix4(), scale=1.0)
+    >>> s.underflow, s.saturated, round(s.bias, 4)
+    (0.25, 0.25, -1.0125)
+    """
+    extra = set(kwargs) - {"scale", "phase", "rounding", "generator"}
+    if extra:
+        raise ValueError(f"unknown arguments {sorted(extra)}: allowed scale, phase, rounding, "
+                         "generator")
+    phase = kwargs.get("phase", 0)
+    rounding = kwargs.get("rounding", "nearest")
+    xt, _, scale, gen = _prepare(x, fmt, kwargs.get("scale", 1.0), phase, rounding,
+                                 kwargs.get("generator"))
+    lo, hi = fmt.clip_range(scale, phase)
+    with torch.no_grad():
+        q = _quantize_tensor(xt, fmt, scale, phase, rounding, gen).to(torch.float64)
+        x64 = xt.detach().to(torch.float64)
+        nonnan = ~torch.isnan(x64)
+        saturated = ((x64 < lo) | (x64 > hi)) & nonnan
+        n_all = int(nonnan.sum())
+        fin = torch.isfinite(x64)
+        xf, qf = x64[fin], q[fin]
+        n = xf.numel()
+        if n == 0:
+            nan = float("nan")
+            return ErrorStats(nan, nan, nan, 0.0, 0.0, 0)
+        err = qf - xf
+        sse, sig = float(err.square().sum()), float(xf.square().sum())
+        sqnr = float("inf") if sse == 0 else (
+            10 * math.log10(sig / sse) if sig > 0 else float("-inf"))
+        nz = xf != 0
+        n_nz = int(nz.sum())
+        under = float((nz & (qf == 0)).sum()) / n_nz if n_nz else 0.0
+        return ErrorStats(mse=sse / n, sqnr_db=sqnr, bias=float(err.mean()), underflow=under,
+                          saturated=float(saturated.sum()) / max(n_all, 1), n=n)
