@@ -1,0 +1,150 @@
+"""The three training MVMs of one layer as one autograd function (SPEC §2).
+
+For a linear layer ``y = W x`` (``W`` is M x N, a batch of B inputs as the rows of ``X``):
+
+1. forward ``Y = Xq Wq^T``: INT weights stored in the array (``Wq^T``, N rows x M columns),
+   INT activations streamed in;
+2. backward ``dX = D0 Wq``: the transposed array (``Wq``, M rows x N columns), the output
+   gradient streamed in as radix-4 values quantized with TPR phase 0;
+3. weight gradient ``dW = D1^T Xq``: the activations ``Xq`` written into an array (B rows x N
+   columns, the batch is the reduction), the gradient streamed in as radix-4 phase 1.
+
+Each MVM runs where :meth:`LayerConfig.placements` puts it: ``imc`` (the simulator
+:func:`imckit.imc.mvm`), ``digital`` (the same quantized product computed exactly in float64,
+whose 53-bit mantissa holds every partial sum of 4-bit operands) or ``fp32`` (no quantization).
+Rounding of weights and activations passes gradients straight through (STE), zero where an
+operand was clipped. Master weights stay fp32.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import formats
+from ..work import Work
+
+MVM_INDEX = {"forward": 0, "backward": 1, "weight_grad": 2}
+
+
+def quantize_weight(w: torch.Tensor, cfg):
+    """Signed INT levels of ``w`` and their step: ``w ~ levels * step`` (SPEC §1.1).
+
+    Returns ``(levels, step, mask)``; ``mask`` is where ``|w| <= alpha`` (STE passes there).
+    """
+    fmt = formats.Int(bits=cfg.w_bits, signed=True)
+    alpha = float(formats.clip_scale(w.detach(), fmt, rule=cfg.w_clip))
+    if not alpha > 0:
+        alpha = 1.0
+    levels = fmt.encode(w.detach(), scale=alpha).to(w.dtype)
+    step = alpha / (2 ** (cfg.w_bits - 1) - 1)
+    mask = None if cfg.w_clip == "max" else (w.detach().abs() <= alpha)
+    return levels, step, mask
+
+
+def quantize_input(x: torch.Tensor, alpha: float, signed: bool, bits: int):
+    """INT levels of layer inputs with clip ``alpha``; unsigned 0..2^b-1 or signed symmetric.
+
+    Returns ``(levels, step, mask)``; ``mask`` is where the input was not clipped.
+    """
+    fmt = formats.Int(bits=bits, signed=signed)
+    xd = x.detach()
+    levels = fmt.encode(xd, scale=alpha).to(x.dtype)
+    step = alpha / ((2 ** (bits - 1) - 1) if signed else (2 ** bits - 1))
+    mask = (xd.abs() <= alpha) if signed else ((xd >= 0) & (xd <= alpha))
+    return levels, step, mask
+
+
+def radix4(g: torch.Tensor, scale: float, phase: int, rounding: str, generator):
+    """Radix-4 FP4 values of a gradient at power-of-two ``scale`` and TPR ``phase``."""
+    return formats.quantize(g, formats.Radix4(), scale=scale, phase=phase, rounding=rounding,
+                            generator=generator if rounding == "stochastic" else None)
+
+
+def exact_product(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``x @ a`` computed exactly for quantized operands (float64), returned in ``x``'s dtype."""
+    return (x.double() @ a.double()).to(x.dtype)
+
+
+class TrainingMVMs(torch.autograd.Function):
+    """``Y = X W^T`` with the forward, backward and weight-gradient MVMs placed per layer.
+
+    ``layer`` is an :class:`imckit.nn.layers.IMCModule`: it holds the configuration, the ADC
+    ranges, the gradient scale, the random generator and the work records.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, layer):
+        pl = layer.mvm_placements
+        training = layer.training
+        quant_x = pl["forward"] != "fp32" or pl["weight_grad"] != "fp32"
+        quant_w = pl["forward"] != "fp32" or pl["backward"] != "fp32"
+        xl = xs = xmask = wl = ws = wmask = None
+        signed = False
+        if quant_x:
+            signed = layer._input_signed(x)
+            alpha = layer._activation_clip(x, signed)
+            xl, xs, xmask = quantize_input(x, alpha, signed, layer.cfg.a_bits)
+        if quant_w:
+            wl, ws, wmask = quantize_weight(w, layer.cfg)
+        if pl["forward"] == "fp32":
+            y = x @ w.t()
+            layer._record("forward", "fp32", Work(macs=x.shape[0] * w.shape[0] * w.shape[1]))
+        else:
+            kw = dict(a_bits=layer.cfg.w_bits, a_signed=True, x_bits=layer.cfg.a_bits,
+                      x_kind="signed" if signed else "unsigned")
+            y = layer._mvm("forward", wl.t(), xl, kw) * (xs * ws)
+        if training and quant_w:
+            layer._program_weights(w.shape, backward=x.requires_grad)
+        ctx.layer = layer
+        ctx.meta = (xs, ws, signed, pl["forward"] != "fp32")
+        ctx.save_for_backward(x, w, xl, xmask, wl, wmask)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        layer = ctx.layer
+        x, w, xl, xmask, wl, wmask = ctx.saved_tensors
+        xs, ws, signed, fwd_quant = ctx.meta
+        pl = layer.mvm_placements
+        cfg = layer.cfg
+        gx = gw = None
+        finite = bool(torch.isfinite(gy).all())
+        if not finite:
+            # The step will be skipped (nonfinite_grad_seen); propagate NaN without running MVMs.
+            layer._nonfinite = True
+            layer._grad_scale(gy)                      # lets a delayed GradScale back off
+            nan = float("nan")
+            return (torch.full_like(x, nan) if ctx.needs_input_grad[0] else None,
+                    torch.full_like(w, nan) if ctx.needs_input_grad[1] else None, None)
+        S = None
+        if pl["backward"] != "fp32" or pl["weight_grad"] != "fp32":
+            S = layer._grad_scale(gy)
+        if ctx.needs_input_grad[0]:
+            if pl["backward"] == "fp32":
+                wu = wl * ws if fwd_quant else w
+                gx = gy @ wu
+                layer._record("backward", "fp32", Work(macs=gy.shape[0] * w.shape[0] * w.shape[1]))
+            else:
+                d0 = radix4(gy, S, cfg.backward_phase, cfg.grad_rounding, layer._generator(gy))
+                kw = dict(a_bits=cfg.w_bits, a_signed=True, x_kind="radix4", x_scale=S,
+                          phase=cfg.backward_phase)
+                gx = layer._mvm("backward", wl, d0, kw) * ws
+            if xmask is not None and fwd_quant:
+                gx = gx * xmask
+        if ctx.needs_input_grad[1]:
+            if pl["weight_grad"] == "fp32":
+                xu = xl * xs if fwd_quant else x
+                gw = gy.t() @ xu
+                layer._record("weight_grad", "fp32",
+                              Work(macs=gy.shape[0] * w.shape[0] * w.shape[1]))
+            else:
+                d1 = radix4(gy, S, cfg.weight_grad_phase, cfg.grad_rounding, layer._generator(gy))
+                kw = dict(a_bits=cfg.a_bits, a_signed=signed, x_kind="radix4", x_scale=S,
+                          phase=cfg.weight_grad_phase)
+                gw = layer._mvm("weight_grad", xl, d1.t(), kw) * xs
+            if wmask is not None:
+                gw = gw * wmask
+        return gx, gw, None
+
+
+__all__ = ["TrainingMVMs", "quantize_weight", "quantize_input", "radix4", "exact_product",
+           "MVM_INDEX"]

@@ -1,0 +1,316 @@
+"""Tests of imckit.nn: the three training MVMs of a layer on fp32 / digital / IMC placements.
+
+Oracles: torch's own nn.Linear / nn.Conv2d (fp32), a hand-written quantized backward pass with a
+brute-force radix-4 rounding (digital), the digital placement itself for an ideal IMC array,
+torch.autograd.gradcheck, and seeded training runs on scikit-learn's digits.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imckit import imc, mapping
+from imckit import nn as inn
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small matmuls run fastest on one thread (and do not fight other processes for cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _mlp(seed=0, widths=(12, 16, 5)):
+    torch.manual_seed(seed)
+    layers = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1])
+
+
+# --------------------------------------------------------------------------- configuration
+
+@pytest.mark.parametrize("field, value", [
+    ("placement", "gpu"), ("adaptability", "half"), ("fallback", "forward_pass"), ("w_bits", 1),
+    ("a_bits", 9), ("grad_rounding", "up"), ("grad_scale", "min"), ("backward_phase", 2),
+    ("adc_percentile", 0), ("recalibrate_every", -1), ("input_kind", "complex"), ("imc", 3)])
+def test_bad_config_names_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        inn.LayerConfig(**{field: value})
+
+
+def test_unknown_override_is_rejected():
+    with pytest.raises(ValueError, match="colour"):
+        inn.IMCLinear(3, 2, colour="red")
+
+
+@pytest.mark.parametrize("adaptability", mapping.ADAPTABILITY)
+def test_adaptability_sets_and_reports_placements(adaptability):
+    net = inn.convert(_mlp(), adaptability=adaptability, imc=imc.IMCConfig.ideal())
+    net(torch.rand(4, 12)).sum().backward()
+    inn.after_step(net)
+    want = mapping.placements(adaptability)
+    for layer in inn.collect_work(net)["layers"]:
+        got = {m: d["placement"] for m, d in layer["mvms"].items()}
+        assert got == want
+        for m, d in layer["mvms"].items():
+            if d["macs"]:                                    # MVM ran: IMC ones convert, digital not
+                assert (d["conversions"] > 0) == (want[m] == "imc")
+
+
+# --------------------------------------------------------------------------- fp32 oracle: torch
+
+def test_fp32_linear_equals_nn_linear_exactly():
+    torch.manual_seed(1)
+    ref = nn.Linear(7, 5)
+    layer = inn.IMCLinear.from_float(ref, placement="fp32")
+    x = torch.randn(6, 7)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    g = torch.randn(6, 5)
+    y1, y2 = ref(x1), layer(x2)
+    assert torch.equal(y1, y2)
+    y1.backward(g)
+    y2.backward(g)
+    assert torch.equal(x1.grad, x2.grad)
+    assert torch.equal(ref.weight.grad, layer.weight.grad)
+    assert torch.equal(ref.bias.grad, layer.bias.grad)
+
+
+def test_fp32_conv_equals_nn_conv_exactly():
+    torch.manual_seed(2)
+    ref = nn.Conv2d(3, 4, 3, padding=1, stride=2)
+    layer = inn.IMCConv2d.from_float(ref, placement="fp32")
+    x = torch.randn(2, 3, 7, 7)
+    assert torch.equal(ref(x), layer(x))
+
+
+def test_fp32_branches_of_the_function_pass_gradcheck():
+    """The custom function with every MVM on fp32 (shortcut to F.linear disabled)."""
+    torch.manual_seed(3)
+    layer = inn.IMCLinear(5, 3, placement="fp32").double()
+    layer.all_fp32 = False
+    x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w: inn.TrainingMVMs.apply(x, w, layer),
+                                    (x, layer.weight))
+    conv = inn.IMCConv2d(2, 3, 3, padding=1, placement="fp32").double()
+    conv.all_fp32 = False
+    xc = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(conv, (xc,))
+    assert torch.allclose(conv(xc), F.conv2d(xc, conv.weight, conv.bias, padding=1))
+
+
+# --------------------------------------------------------------------------- digital oracle
+
+def _radix4_bruteforce(g, S, phase):
+    """Nearest value of the radix-4 grid {0, +-S' 4^-k, k=0..6}, S' = S / 2^phase."""
+    base = S * (0.5 if phase else 1.0)
+    grid = torch.cat([torch.zeros(1, dtype=torch.float64),
+                      base * 4.0 ** -torch.arange(7, dtype=torch.float64)])
+    idx = (g.abs().double().unsqueeze(-1) - grid).abs().argmin(-1)
+    return (torch.sign(g) * grid[idx]).to(g.dtype)
+
+
+def test_digital_gradients_equal_handwritten_quantized_backward():
+    torch.manual_seed(4)
+    N, M, B = 9, 6, 8
+    layer = inn.IMCLinear(N, M, placement="digital")
+    x = torch.rand(B, N, requires_grad=True)            # unsigned: an activation after ReLU
+    G = torch.randn(B, M) * 0.01
+    y = layer(x)
+    y.backward(G)
+
+    W, b = layer.weight.detach(), layer.bias.detach()
+    aw = W.abs().max()
+    Wq = torch.clamp(torch.round(W / aw * 7), -7, 7) * (aw / 7)
+    ax = x.detach().max()                                # first step: clip = this batch's max
+    Xq = torch.clamp(torch.round(x.detach() / ax * 15), 0, 15) * (ax / 15)
+    torch.testing.assert_close(y.detach(), Xq @ Wq.t() + b, rtol=1e-6, atol=1e-7)
+
+    S = 2.0 ** math.ceil(math.log2(float(G.abs().max())))
+    D0, D1 = _radix4_bruteforce(G, S, 0), _radix4_bruteforce(G, S, 1)
+    assert not torch.equal(D0, D1)                       # the two TPR phases really differ
+    torch.testing.assert_close(x.grad, D0 @ Wq, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(layer.weight.grad, D1.t() @ Xq, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(layer.bias.grad, G.sum(0))
+
+
+def test_signed_input_uses_signed_levels_and_clip_mask():
+    torch.manual_seed(5)
+    layer = inn.IMCLinear(4, 3, placement="digital", a_momentum=0.0)
+    layer(torch.randn(16, 4) * 0.1)                      # sets the clip alpha = max|x| of batch
+    x = torch.tensor([[0.5, -0.5, 0.01, -0.01]]) * float(layer.a_max) * 4
+    x.requires_grad_()
+    layer.eval()
+    layer(x).sum().backward()
+    assert bool(layer.signed_seen)
+    assert x.grad[0, 2] != 0 and x.grad[0, 3] != 0      # inside the clip range: gradient passes
+    assert x.grad[0, 0] == 0 and x.grad[0, 1] == 0      # clipped (|x| > alpha): STE stops
+
+
+# --------------------------------------------------------------------------- ideal IMC == digital
+
+def _grads(model, x, G):
+    x = x.clone().requires_grad_()
+    y = model(x)
+    y.backward(G)
+    return y.detach(), x.grad, [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_ideal_imc_equals_digital_exactly(kind):
+    torch.manual_seed(6)
+    if kind == "linear":
+        base = _mlp(6, (12, 20, 7))
+        x, G = torch.randn(10, 12), torch.randn(10, 7)
+    else:
+        base = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 2, 3))
+        x, G = torch.randn(3, 2, 6, 6), torch.randn(3, 2, 4, 4)
+    import copy
+
+    dig = inn.convert(copy.deepcopy(base), placement="digital")
+    ide = inn.convert(copy.deepcopy(base), placement="imc", imc=imc.IMCConfig.ideal())
+    y1, gx1, gp1 = _grads(dig, x, G)
+    y2, gx2, gp2 = _grads(ide, x, G)
+    assert torch.equal(y1, y2)
+    assert torch.equal(gx1, gx2)
+    for a, b in zip(gp1, gp2):
+        assert torch.equal(a, b)
+
+
+def test_noisy_imc_differs_and_records_errors():
+    torch.manual_seed(7)
+    cfg = imc.IMCConfig.jia22_16nm(cap_mismatch=0.05)
+    net = inn.convert(_mlp(7, (12, 16, 5)), imc=cfg, record_errors=True)
+    net(torch.rand(32, 12)).sum().backward()
+    for layer in inn.collect_work(net)["layers"]:
+        for m in ("forward", "weight_grad"):
+            err = layer["mvms"][m]["error"]
+            assert err["n"] > 0 and 0 < err["rel_rmse"] < 0.5 and math.isfinite(err["sqnr_db"])
+    # distinct chip seeds per (layer, MVM)
+    layers = [m for _, m in inn.imc_layers(net)]
+    seeds = {layer._imc_cfg(m).seed for layer in layers for m in inn.MVMS}
+    assert len(seeds) == 3 * len(layers)
+
+
+# --------------------------------------------------------------------------- convert & work
+
+def test_convert_from_float_and_keep_ends():
+    base = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 6), nn.ReLU(),
+                         nn.Linear(6, 3))
+    net = inn.convert(base, keep_ends=True)
+    kinds = [type(m).__name__ for m in net]
+    assert kinds == ["IMCConv2d", "ReLU", "Flatten", "IMCLinear", "ReLU", "IMCLinear"]
+    pl = inn.placements_of(net)
+    assert set(pl["0"].values()) == {"fp32"} and set(pl["5"].values()) == {"fp32"}
+    assert pl["3"] == mapping.placements("full")
+    assert [m.layer_index for _, m in inn.imc_layers(net)] == [0, 1, 2]
+    single = inn.convert(nn.Linear(3, 2), placement="fp32")
+    assert isinstance(single, inn.IMCLinear)
+    with pytest.raises(ValueError, match="groups"):
+        inn.IMCConv2d.from_float(nn.Conv2d(2, 2, 1, groups=2))
+
+
+def test_work_counts_are_consistent():
+    torch.manual_seed(8)
+    N, M, B, steps = 12, 10, 16, 3
+    net = inn.convert(nn.Sequential(nn.Linear(N, M)), imc=imc.IMCConfig.jia22_16nm())
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    for _ in range(steps):
+        x = torch.rand(B, N, requires_grad=True)
+        net(x).pow(2).sum().backward()
+        inn.before_step(net)
+        opt.step()
+        inn.after_step(net)
+        opt.zero_grad()
+    rep = inn.collect_work(net)
+    assert rep["steps"] == steps and rep["batch"] == B
+    (layer,) = rep["layers"]
+    assert layer["shape"] == [N, M] and layer["positions"] == 1
+    f, b, w = (layer["mvms"][m] for m in inn.MVMS)
+    assert f["macs"] == b["macs"] == w["macs"] == steps * B * N * M
+    assert f["write_bits"] == b["write_bits"] == steps * N * M * 4      # W and W^T per update
+    assert w["write_bits"] == steps * B * N * 4                         # Xq every step
+    for d, cols in ((f, M * 4), (b, N * 4), (w, N * 4)):
+        assert d["conversions"] == d["cycles"] * cols                   # one row tile each
+        assert 0 < d["cycles"] and 0 < d["row_drives"]
+    assert f["cycles"] <= steps * B * 4                                 # <= 4 input planes
+    import json
+    json.dumps(rep)
+    inn.reset_work(net)
+    assert inn.collect_work(net)["layers"][0]["mvms"]["forward"]["macs"] == 0
+
+
+def test_shared_ranges_are_pooled_under_two_level():
+    torch.manual_seed(9)
+    net = inn.convert(_mlp(9, (12, 32, 32, 5)), adaptability="two-level")
+    net(torch.rand(8, 12)).sum().backward()
+    layers = [m for _, m in inn.imc_layers(net)]
+    inn.after_step(net)
+    for i in (0, 1):                                    # forward, backward: one range each
+        assert len({float(m.adc_range[i]) for m in layers if m.adc_range[i] > 0}) == 1
+    assert all(float(m.adc_range[2]) == 0 for m in layers)      # MVM 3 digital: no range
+
+
+def test_nonfinite_gradient_is_flagged():
+    layer = inn.IMCLinear(4, 2, imc=imc.IMCConfig.ideal())
+    y = layer(torch.rand(3, 4))
+    y.backward(torch.tensor([[1.0, float("nan")], [0.0, 1.0], [1.0, 1.0]]))
+    assert inn.nonfinite_grad_seen(layer)
+    layer.zero_grad()
+    layer(torch.rand(3, 4)).sum().backward()
+    assert not inn.nonfinite_grad_seen(layer)
+
+
+def test_state_dict_round_trip_is_weights_only_safe():
+    net = inn.convert(_mlp(), imc=imc.IMCConfig.jia22_16nm())
+    net(torch.rand(4, 12)).sum().backward()
+    inn.after_step(net)
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    buf.seek(0)
+    other = inn.convert(_mlp())
+    other.load_state_dict(torch.load(buf, weights_only=True))
+    a = [m for _, m in inn.imc_layers(net)]
+    b = [m for _, m in inn.imc_layers(other)]
+    assert torch.equal(a[0].adc_range, b[0].adc_range)
+    assert a[0]._generators["cpu"].get_state().equal(b[0]._generators["cpu"].get_state())
+
+
+# --------------------------------------------------------------------------- training
+
+def _train_digits(seed=0, epochs=10, **overrides):
+    from imckit import data, models, train
+
+    ds = data.digits(seed=0)
+    model = models.mlp(64, (64,), seed=seed)
+    if overrides:
+        model = inn.convert(model, **overrides)
+    h = train.fit(model, ds, epochs=epochs, seed=seed, progress=False)
+    return h.test_accuracy[-1]
+
+
+@pytest.mark.slow
+def test_digits_imc_full_adaptability_within_3_points_of_fp32():
+    """Seeds 0 and 1, 10 epochs, MLP 64-64-10, 16 nm preset, every layer and MVM on IMC."""
+    fp32 = [_train_digits(s) for s in (0, 1)]
+    on_imc = [_train_digits(s, adaptability="full") for s in (0, 1)]
+    assert min(fp32) >= 0.93
+    assert sum(on_imc) / 2 >= sum(fp32) / 2 - 0.03, (fp32, on_imc)
+
+
+@pytest.mark.slow
+def test_accuracy_falls_with_extreme_cap_mismatch():
+    accs = {}
+    for cm in (0.002, 0.5):
+        cfg = imc.IMCConfig.jia22_16nm(cap_mismatch=cm)
+        accs[cm] = sum(_train_digits(s, epochs=4, adaptability="full",
+                                     imc=dataclasses.replace(cfg, seed=s)) for s in (0, 1)) / 2
+    assert accs[0.5] < accs[0.002] - 0.05, accs
