@@ -37,7 +37,7 @@ $(VENDOR): tools/fetch_vendor.sh
 
 # The book is rebuilt (every chapter executed afresh) only when a source or the package changed.
 $(HTML): $(STAMP) $(VENDOR) $(BOOK_SOURCES)
-	$(BIN)/jupyter-book build . -n -W --keep-going
+	$(BIN)/jupyter-book build . --all -n -W --keep-going
 	@touch $@
 
 book: $(HTML)

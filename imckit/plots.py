@@ -47,8 +47,11 @@ def figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] = (6.
     return fig, axes
 
 
-def to_png(fig: Figure, *, dpi: float = 80) -> bytes:
+def to_png(fig: Figure, *, dpi: float = 80, palette: int | None = None) -> bytes:
     """Render a figure to PNG bytes (Agg, no display needed).
+
+    With ``palette=n`` the image is reduced to ``n`` colours (an adaptive palette): line plots
+    look the same at about a quarter of the bytes, which keeps precomputed explorers light.
 
     >>> fig, ax = figure(); _ = ax.plot([0, 1]); to_png(fig)[:4]
     b'\\x89PNG'
@@ -59,7 +62,15 @@ def to_png(fig: Figure, *, dpi: float = 80) -> bytes:
         FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
+    if palette is None:
+        return buf.getvalue()
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    out = io.BytesIO()
+    img.quantize(colors=int(palette), method=Image.Quantize.MEDIANCUT).save(out, format="PNG",
+                                                                             optimize=True)
+    return out.getvalue()
 
 
 _register_ipython_display()

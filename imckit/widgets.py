@@ -207,7 +207,7 @@ class Explorer:
         parts: list[bytes | str] = []
         for item in items:
             if isinstance(item, Figure):
-                parts.append(to_png(item, dpi=self.dpi))
+                parts.append(to_png(item, dpi=self.dpi, palette=256))
                 _close_pyplot(item)
             elif isinstance(item, str):
                 parts.append(item)
