@@ -31,6 +31,7 @@ from torch import nn
 
 from .config import LayerConfig, make_config
 from .engine import MVM_INDEX, TrainingMVMs
+from .inspect import layer_operands, step_operands
 from .layers import IMCConv2d, IMCLinear, IMCModule
 
 MVMS = tuple(MVM_INDEX)
@@ -147,4 +148,5 @@ def placements_of(model: nn.Module) -> dict[str, dict[str, str]]:
 
 __all__ = ["LayerConfig", "make_config", "IMCLinear", "IMCConv2d", "IMCModule", "TrainingMVMs",
            "convert", "before_step", "after_step", "collect_work", "reset_work",
-           "nonfinite_grad_seen", "imc_layers", "placements_of", "MVMS"]
+           "nonfinite_grad_seen", "imc_layers", "placements_of", "step_operands",
+           "layer_operands", "MVMS"]
