@@ -188,6 +188,8 @@ def _build(args, parser):
                               "keep_ends": args.keep_ends}
         if imc_cfg is not None:
             kw["imc"] = imc_cfg
+        if "seed" in {f.name for f in dataclasses.fields(inn.LayerConfig)}:
+            kw["seed"] = args.seed                 # the layers' noise / rounding generators
         try:
             model = convert(model, **kw)
         except ValueError as e:

@@ -108,6 +108,7 @@ def test_tiny_run_writes_valid_json(capsys, tmp_path):
     assert len(rows) == 2
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_json(tmp_path):
     args = ["train", "--epochs", "4", "--batch-size", "16", "--lr", "0.02", "--seed", "2", *FAST]
     ref_out, out = tmp_path / "ref.json", tmp_path / "run.json"

@@ -233,3 +233,26 @@ def test_imc_training_resume_equals_uninterrupted(digits, tmp_path):
     assert _strip(resumed.records) == _strip(ref.records)
     assert torch.equal(_weights(model), _weights(ref_model))
     assert resumed.work == ref.work
+
+
+def test_small_cnn_trains_on_digits(digits):
+    h = train.fit(models.small_cnn(1, 10, image_size=8, seed=0), digits, epochs=3, progress=False)
+    assert h.test_accuracy[-1] >= 0.9
+
+
+def test_resnet20_with_crop_flip_runs_and_resumes(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    ds = data.Dataset("fake32", torch.randn(48, 3, 32, 32, generator=g),
+                      torch.randint(0, 10, (48,), generator=g), torch.randn(16, 3, 32, 32, generator=g),
+                      torch.randint(0, 10, (16,), generator=g), 10, (3, 32, 32))
+    kw = dict(epochs=2, batch_size=16, lr=0.05, weight_decay=5e-4, augment="crop-flip",
+              progress=False)
+    ref_model = models.resnet20(seed=0)
+    ref = train.fit(ref_model, ds, **kw)
+    ckpt = tmp_path / "r.ckpt"
+    with pytest.raises(Interrupt):
+        train.fit(models.resnet20(seed=0), ds, checkpoint=ckpt, callbacks=[_stop_after(1)], **kw)
+    model = models.resnet20(seed=0)                 # BatchNorm running stats travel too
+    resumed = train.fit(model, ds, checkpoint=ckpt, **kw)
+    assert _strip(resumed.records) == _strip(ref.records)
+    assert torch.equal(model.blocks[0].bn1.running_mean, ref_model.blocks[0].bn1.running_mean)
