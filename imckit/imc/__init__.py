@@ -1,0 +1,37 @@
+"""Charge-domain in-memory-computing (IMC) MVM, simulated bit-true (SPEC §3).
+
+An array of ``rows x columns`` SRAM bit cells, each with a capacitor. A column computes a binary
+dot product by charge sharing: every row whose input digit and stored bit are both 1 charges its
+capacitor, then all capacitors of the column are shorted and the shared voltage is the fraction
+of charged capacitors [JIA20]. An ADC per column digitizes that voltage. Multi-bit operands use
+bit-parallel / bit-serial (BPBS) operation [JIA20]: bit ``k`` of every stored entry lives in its
+own physical column, inputs are applied one binary plane per cycle, and a digital back end
+combines the column readings with shifts and adds.
+
+Non-idealities, each switchable:
+
+* capacitor mismatch ``C_ij = C_u (1 + eps_ij)``, ``eps_ij ~ N(0, cap_mismatch^2)`` drawn once per
+  simulated chip from ``cfg.seed`` and the array (tile) index, then fixed;
+* kT/C thermal noise, fresh every conversion, ``sigma = sqrt(kT / C_col) / V_DD`` of full swing;
+* the ADC: ``adc_bits`` over ``[0, adc_range]`` of the swing, clipping above, optional noise.
+
+Longer reductions than ``rows`` are split into row tiles whose partial sums add digitally.
+Everything is one matmul per row tile over all planes of a batch (no loops over bits, rows,
+columns or batch elements). CPU and CUDA: the device follows the inputs.
+
+>>> import torch
+>>> from imckit.imc import IMCConfig, mvm
+>>> A = torch.tensor([[1, -2], [3, 4], [-5, 6]])          # N=3 stored 4-bit signed ints, M=2
+>>> X = torch.tensor([[1, 2, 3], [15, 0, 7]])              # B=2 unsigned 4-bit inputs
+>>> mvm(A, X, IMCConfig.ideal()).tolist() == (X @ A).tolist()
+True
+"""
+from __future__ import annotations
+
+from .analysis import SQNRSplit, sqnr_split
+from .array import calibrate_adc_range, column_counts, mvm
+from .config import BOLTZMANN, IMCConfig
+from .planes import X_KINDS
+
+__all__ = ["IMCConfig", "mvm", "column_counts", "calibrate_adc_range", "sqnr_split", "SQNRSplit",
+           "X_KINDS", "BOLTZMANN"]

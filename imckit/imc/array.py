@@ -1,0 +1,213 @@
+"""The simulated chip: capacitor mismatch, charge sharing, kT/C noise, ADCs, digital back end."""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from .._validate import check_choice, check_range
+from ..work import Work
+from .config import IMCConfig
+from .planes import X_KINDS, as_tensor, input_planes, stored_planes, tiles
+
+
+@functools.lru_cache(maxsize=8)
+def _chip_z(seed, rows, cols, n_row_tiles, n_col_tiles, device):
+    """Unit-normal mismatch z of tiles (t, c), each from its own generator seeded by
+    (seed, t, c): a tile's pattern does not depend on how many tiles a call uses."""
+    z = torch.empty(n_row_tiles * rows, n_col_tiles * cols)
+    for t in range(n_row_tiles):
+        for c in range(n_col_tiles):
+            g = torch.Generator().manual_seed((seed * 1_000_003 + t * 7919 + c * 104_729) % 2**63)
+            z[t * rows:(t + 1) * rows, c * cols:(c + 1) * cols] = torch.randn(rows, cols, generator=g)
+    zsum = z.view(n_row_tiles, rows, -1).sum(1)                    # (T, Ct*cols): over ALL rows
+    return z.to(device), zsum.to(device)
+
+
+def _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits, x_scale, phase):
+    if not isinstance(cfg, IMCConfig):
+        raise ValueError(f"cfg={type(cfg).__name__} is not allowed: pass an imc.IMCConfig")
+    check_range("a_bits", a_bits, 1, 16, integer=True)
+    check_choice("a_signed", a_signed, [True, False])
+    check_choice("x_kind", x_kind, X_KINDS)
+    check_range("x_bits", x_bits, 2 if x_kind == "signed" else 1, 16, integer=True)
+    check_range("x_scale", x_scale, 0, None, lo_open=True)
+    check_choice("phase", phase, [0, 1])
+    A, X = as_tensor("A", A), as_tensor("X", X)
+    if X.shape[1] != A.shape[0]:
+        raise ValueError(f"X.shape={tuple(X.shape)} does not match A.shape={tuple(A.shape)}: "
+                         f"X must be (B, {A.shape[0]})")
+    if A.device != X.device:
+        raise ValueError(f"A.device={A.device} differs from X.device={X.device}: use one device")
+    bits, wa = stored_planes(A, a_bits, a_signed)
+    planes = input_planes(X, x_kind, x_bits, cfg.input_levels, x_scale, phase, cfg.rows)
+    L = cfg.input_levels if x_kind == "multilevel" else 2
+    return A, X, bits, wa, planes, L
+
+
+def _column_values(planes, W, den, rows, gain=1.0):
+    """Per row tile: active (plane, batch) rows, and their column values in counts x gain."""
+    digits = planes.digits
+    P, B, N = digits.shape
+    out = []
+    for t, (s, e) in enumerate(tiles(N, rows)):
+        act = planes.active[t].reshape(-1)
+        k = int(act.sum())
+        if k == 0:
+            continue
+        d = digits[:, :, s:e].reshape(P * B, e - s)
+        idx = None
+        if k < P * B:                          # compact: skipped cycles cost nothing
+            idx = act.nonzero().view(-1)
+            d = d.index_select(0, idx)
+        num = d @ W[s:e]                                           # one matmul per row tile
+        if den is not None:
+            num.mul_((gain * rows) / den[t])       # charge sharing over all R caps, ADC gain
+        elif gain != 1.0:
+            num.mul_(gain)
+        out.append((num, idx))
+    return out
+
+
+def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed: bool = True,
+        x_kind: str = "unsigned", x_bits: int = 4, x_scale: float = 1.0, phase: int = 0,
+        adc_range: float | None = None, generator: torch.Generator | None = None,
+        count_write: bool = True):
+    """``X @ A`` on simulated charge-domain IMC arrays (BPBS, row-tiled, noisy, quantized).
+
+    Column j of a row tile, in one cycle: the count ``c = sum_i m_i`` (``m_i`` = input digit x
+    stored bit) is read as ``R * sum_i C_ij m_i / sum_i C_ij`` over all R capacitors of the column
+    (unused rows hold 0), plus kT/C noise, then digitized: ``code = clip(round(v/r (2^B-1)), 0,
+    2^B-1)`` for ``v`` the fraction of the column swing; the back end rescales codes to counts
+    and shift-adds them over planes and row tiles.
+
+    Args:
+        A: (N, M) stored integers, ``a_bits`` wide; two's complement planes if ``a_signed``
+            (MSB weight ``-2^(a_bits-1)``), plain binary planes otherwise. Float or int dtype.
+        X: (B, N) inputs. ``x_kind`` says how they become planes, one applied per cycle:
+            ``"unsigned"`` ints 0..2^x_bits-1, binary planes of weight 2^t;
+            ``"signed"`` ints with ``|x| <= 2^(x_bits-1)-1``, positive and negative parts applied
+            separately; ``"radix4"`` float values 0 or ``+-x_scale*4^(e-7)`` (``*1/2`` for
+            ``phase=1``), e = 1..7: one binary plane per (sign, exponent); ``"multilevel"`` ints
+            0..2^x_bits-1 as base-L digits, L = ``cfg.input_levels`` [LEE21]. A plane that is
+            empty for a batch row within a row tile costs no cycle and no conversion.
+        cfg: the array (:class:`IMCConfig`).
+        report: also return the :class:`~imckit.work.Work` of this call.
+        adc_range: overrides ``cfg.adc_range`` (fraction of the column swing, (0, 1]).
+        generator: ``torch.Generator`` (on X's device) for the fresh thermal and ADC noise. None:
+            one seeded from ``cfg.seed``, so repeating a call repeats its noise; pass a generator
+            to draw fresh noise per call (training does). Mismatch always comes from ``cfg.seed``.
+        count_write: report ``N * M * a_bits`` bits written for loading A (False when A is
+            already resident in the arrays).
+
+    Returns:
+        (B, M) float tensor (X's float dtype, else float32), and the Work if ``report``.
+
+    Different layers live on different arrays: give them different ``cfg.seed`` values.
+
+    >>> A = torch.tensor([[3], [-1]]); X = torch.tensor([[0.25, -1.0]])
+    >>> mvm(A, X, IMCConfig.ideal(), x_kind="radix4").tolist()
+    [[1.75]]
+    >>> y, w = mvm(A, torch.tensor([[5, 0]]), IMCConfig.ideal(), report=True)
+    >>> y.tolist(), w.cycles, w.conversions        # 5 = planes 1 and 4: two cycles x 4 columns
+    ([[15.0]], 2, 8)
+    """
+    A, X, bits, wa, planes, L = _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits,
+                                         x_scale, phase)
+    r = cfg.adc_range if adc_range is None else adc_range
+    check_range("adc_range", r, 0, 1, lo_open=True)
+    (B, N), M, dev, R = X.shape, A.shape[1], X.device, cfg.rows
+    P, Mb = planes.digits.shape[0], bits.shape[1]
+    out_dtype = X.dtype if X.is_floating_point() else torch.float32
+    cycles = sum(int(a.sum()) for a in planes.active) if P else 0
+    work = Work(macs=B * N * M, conversions=cycles * Mb, cycles=cycles,
+                row_drives=planes.drives, write_bits=N * M * a_bits if count_write else 0)
+    if cycles == 0 or M == 0:
+        y = torch.zeros(B, M, dtype=out_dtype, device=dev)
+        return (y, work) if report else y
+    if cfg.cap_mismatch > 0:
+        n_tiles, n_col_tiles = -(-N // R), -(-Mb // cfg.columns)
+        z, zsum = _chip_z(cfg.seed, R, cfg.columns, n_tiles, n_col_tiles, dev)
+        W = bits * (1.0 + cfg.cap_mismatch * z[:N, :Mb])           # mismatch folded into bits
+        den = R + cfg.cap_mismatch * zsum[:, :Mb]                   # (T, Mb): all R caps share
+    else:
+        W, den = bits, None
+    fs = R * (L - 1)                                                # full-scale count
+    if cfg.adc_calibration == "percentile" and adc_range is None:
+        values = _column_values(planes, W, den, R)
+        r = calibrate_adc_range(torch.cat([v.reshape(-1) for v, _ in values]), R,
+                                percentile=cfg.adc_percentile, levels=L)
+    noisy = cfg.thermal_noise or (cfg.adc_noise_lsb > 0 and cfg.adc_bits is not None)
+    if cfg.adc_bits is None:                                        # no quantizer: counts direct
+        gain, step, sig = 1.0, 1.0, cfg.sigma_thermal * fs
+    else:
+        q = 2**cfg.adc_bits - 1
+        gain, step = q / (r * fs), r * fs / q                       # count -> code -> count
+        sig = math.hypot(cfg.sigma_thermal * fs * gain, cfg.adc_noise_lsb)
+    if cfg.adc_calibration == "percentile" and adc_range is None:
+        for v, _ in values:
+            v.mul_(gain)
+    else:
+        values = _column_values(planes, W, den, R, gain)
+    if generator is None and noisy:
+        generator = torch.Generator(device=dev).manual_seed(cfg.seed + 0x5EED)
+    acc = None
+    for v, idx in values:
+        if noisy:
+            v.add_(torch.randn(v.shape, generator=generator, device=dev), alpha=sig)
+        if cfg.adc_bits is not None:
+            v.round_().clamp_(0, q)
+        if cfg.round_counts:
+            v.mul_(step).round_()
+        if idx is None and acc is None:
+            acc = v
+        else:
+            acc = torch.zeros(P * B, Mb, device=dev) if acc is None else acc
+            acc.add_(v) if idx is None else acc.index_add_(0, idx, v)
+    scale = 1.0 if (cfg.round_counts or cfg.adc_bits is None) else step
+    dt = torch.float64 if cfg.round_counts else torch.float32      # exact sums when exact counts
+    y = acc.view(P, B, M, a_bits).to(dt) @ (wa * scale).to(dt)     # (P, B, M)
+    y = torch.tensordot(planes.weights.to(device=dev, dtype=dt), y, dims=1).to(out_dtype)
+    return (y, work) if report else y
+
+
+def column_counts(A, X, cfg: IMCConfig, *, a_bits: int = 4, a_signed: bool = True,
+                  x_kind: str = "unsigned", x_bits: int = 4, x_scale: float = 1.0,
+                  phase: int = 0, **_ignored) -> torch.Tensor:
+    """Ideal column counts of every conversion :func:`mvm` would run (1-D float tensor).
+
+    One entry per (row tile, active input plane, batch row, physical column), in counts
+    ``0..rows*(L-1)``: what the ADCs must digitize. Feed to :func:`calibrate_adc_range` or a
+    histogram. Accepts (and ignores) mvm's other keywords, so one kwargs dict serves both.
+
+    >>> A = torch.tensor([[1], [1], [0]]); X = torch.tensor([[1, 1, 1], [0, 0, 0]])
+    >>> column_counts(A, X, IMCConfig.ideal(rows=2), a_bits=2, a_signed=False).tolist()
+    [2.0, 0.0, 0.0, 0.0]
+    """
+    A, X, bits, _, planes, _ = _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits,
+                                        x_scale, phase)
+    if planes.digits.shape[0] == 0:
+        return torch.zeros(0, device=X.device)
+    values = _column_values(planes, bits, None, cfg.rows)
+    return torch.cat([torch.zeros(0, device=X.device)] + [v.reshape(-1) for v, _ in values])
+
+
+def calibrate_adc_range(counts, rows: int, *, percentile: float = 99.9, levels: int = 2) -> float:
+    """Smallest power-of-two ADC range covering ``percentile`` % of column counts.
+
+    Returns r in (0, 1] as a fraction of the full swing ``rows * (levels - 1)``: a programmable
+    reference set by a shift, as SPEC §2.1 assumes [I]. Never below one count.
+
+    >>> calibrate_adc_range(torch.tensor([10.0, 100.0, 280.0]), 1152, percentile=100)
+    0.25
+    """
+    check_range("rows", rows, 1, None, integer=True)
+    check_range("percentile", percentile, 0, 100, lo_open=True)
+    check_range("levels", levels, 2, 256, integer=True)
+    c = torch.as_tensor(counts).reshape(-1).to(torch.float32)
+    if c.numel() == 0:
+        return 1.0
+    k = max(1, min(c.numel(), math.ceil(percentile / 100 * c.numel() - 1e-9)))
+    top = max(float(c.kthvalue(k).values), 1.0)
+    return min(1.0, 2.0 ** math.ceil(math.log2(top / (rows * (levels - 1))) - 1e-12))

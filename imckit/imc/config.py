@@ -1,0 +1,125 @@
+"""The configuration of one charge-domain IMC array and its converters (SPEC §3).
+
+Every default cites its source key and a tag: S stated by the source, S2 read from a public model
+of it, D derived by arithmetic, I an assumption of ours (ENERGY-SOURCES.md).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from .._validate import check_choice, check_range
+
+BOLTZMANN = 1.380649e-23
+"""Boltzmann constant k in J/K (SI exact)."""
+
+
+@dataclass(frozen=True)
+class IMCConfig:
+    """One charge-domain IMC array and its converters. Defaults are the 16 nm preset [JIA22].
+
+    Tags after each source key: S stated, D derived, I our assumption (ENERGY-SOURCES.md).
+    """
+
+    rows: int = 1152
+    """Rows (capacitors) per column of one array; a longer reduction is row-tiled. 1152 [JIA22, S2]."""
+    columns: int = 256
+    """Physical columns (each with its own ADC) per array. 256 [JIA22, S2]."""
+    adc_bits: int | None = 8
+    """ADC resolution in bits, 1..16 (8-bit SAR [JIA22, S2]); ``None`` = no quantization at all
+    (an infinitely fine converter, for analysis only)."""
+    adc_range: float = 1.0
+    """Top of the ADC input range as a fraction of full column swing, in (0, 1]. 1.0 [I]."""
+    adc_calibration: str = "fixed"
+    """``"fixed"``: use ``adc_range``; ``"percentile"``: recalibrate per call to the power of two
+    covering ``adc_percentile`` % of this call's column values (a programmable reference) [I]."""
+    adc_percentile: float = 99.9
+    """Percentile used by ``adc_calibration="percentile"``, in (0, 100]. 99.9 [I]."""
+    adc_noise_lsb: float = 0.0
+    """Input-referred ADC noise, rms in LSB, fresh per conversion. 0 [I]."""
+    round_counts: bool = False
+    """Digital back end rounds each count estimate to the nearest integer (exact when one ADC
+    LSB is at most one count and the range covers all counts). False [I]."""
+    cap_unit_ff: float = 1.0
+    """Unit bit-cell capacitance C_u in fF. 1 fF [I], guided by JIA20's 1.2 fF MOM cap [S]."""
+    col_parasitic_ff: float = 0.0
+    """Extra column capacitance in fF, only lowering kT/C noise (its gain error is assumed
+    calibrated out by the ADC reference). 0 [I], the pessimistic choice."""
+    cap_mismatch: float = 0.002
+    """Relative sigma of each bit-cell capacitor, 0..0.5. 0.2 % [I] (fF MOM caps match to
+    ~0.1-1 %; JIA22 does not state a number we can cite)."""
+    thermal_noise: bool = True
+    """Add kT/C noise of the shared column capacitance to every conversion."""
+    temperature_k: float = 300.0
+    """Temperature in kelvin for kT/C noise. 300 K [I]."""
+    v_dd: float = 0.8
+    """Supply voltage in volts = full column swing. 0.8 V [JIA22, S2]."""
+    input_levels: int = 2
+    """Levels of the input DAC: 2 = binary planes; L > 2 applies base-L digits (multi-level inputs
+    [LEE21], as in GRIMM24); the column value range grows by (L - 1). 2 [JIA22]."""
+    seed: int = 0
+    """Chip seed: fixes the capacitor mismatch pattern (and the default noise generator)."""
+
+    def __post_init__(self):
+        check_range("rows", self.rows, 1, None, integer=True)
+        check_range("columns", self.columns, 1, None, integer=True)
+        if self.adc_bits is not None:
+            check_range("adc_bits", self.adc_bits, 1, 16, integer=True)
+        check_range("adc_range", self.adc_range, 0, 1, lo_open=True)
+        check_choice("adc_calibration", self.adc_calibration, ["fixed", "percentile"])
+        check_range("adc_percentile", self.adc_percentile, 0, 100, lo_open=True)
+        check_range("adc_noise_lsb", self.adc_noise_lsb, 0, None)
+        check_choice("round_counts", self.round_counts, [True, False])
+        check_range("cap_unit_ff", self.cap_unit_ff, 0, None, lo_open=True)
+        check_range("col_parasitic_ff", self.col_parasitic_ff, 0, None)
+        check_range("cap_mismatch", self.cap_mismatch, 0, 0.5)
+        check_choice("thermal_noise", self.thermal_noise, [True, False])
+        check_range("temperature_k", self.temperature_k, 0, None, lo_open=True)
+        check_range("v_dd", self.v_dd, 0, None, lo_open=True)
+        check_range("input_levels", self.input_levels, 2, 256, integer=True)
+        check_range("seed", self.seed, 0, 2**62, integer=True)
+
+    @property
+    def sigma_thermal(self) -> float:
+        """kT/C noise rms as a fraction of full column swing (0 when ``thermal_noise`` is off).
+
+        >>> round(IMCConfig.jia22_16nm().sigma_thermal * 1e5, 1)   # ~7.5e-5 of 0.8 V
+        7.5
+        """
+        if not self.thermal_noise:
+            return 0.0
+        c_col = (self.rows * self.cap_unit_ff + self.col_parasitic_ff) * 1e-15
+        return math.sqrt(BOLTZMANN * self.temperature_k / c_col) / self.v_dd
+
+    @property
+    def full_scale(self) -> int:
+        """Ideal count of a fully charged column: ``rows * (input_levels - 1)``."""
+        return self.rows * (self.input_levels - 1)
+
+    @classmethod
+    def ideal(cls, rows: int = 1152, columns: int = 256, input_levels: int = 2) -> "IMCConfig":
+        """No mismatch, no noise, an ADC fine enough for every count plus a rounding back end:
+        :func:`mvm` equals the integer product exactly. Uses a 16-bit ADC over the full swing
+        when ``rows * (input_levels - 1) <= 2**16 - 1`` (one LSB < 1 count), else no ADC.
+
+        >>> IMCConfig.ideal().adc_bits, IMCConfig.ideal(rows=100_000).adc_bits
+        (16, None)
+        """
+        bits = 16 if rows * (input_levels - 1) <= 2**16 - 1 else None
+        return cls(rows=rows, columns=columns, adc_bits=bits, adc_range=1.0, round_counts=True,
+                   cap_mismatch=0.0, thermal_noise=False, adc_noise_lsb=0.0,
+                   input_levels=input_levels)
+
+    @classmethod
+    def jia22_16nm(cls, **changes) -> "IMCConfig":
+        """The 16 nm prototype [JIA22]: 1152 x 256 per core, 8-bit SAR ADC per column, 0.8 V (S2).
+        C_u = 1 fF, 0.2 % mismatch, 300 K are ours [I]."""
+        return dataclasses.replace(cls(rows=1152, columns=256, adc_bits=8, v_dd=0.8), **changes)
+
+    @classmethod
+    def jia20_65nm(cls, **changes) -> "IMCConfig":
+        """The 65 nm predecessor [JIA20]: 2304 x 256, 8-bit ADC, 1.2 fF MOM caps, 0.85 V (S).
+        Mismatch and temperature as in :meth:`jia22_16nm` [I]."""
+        return dataclasses.replace(cls(rows=2304, columns=256, adc_bits=8, v_dd=0.85,
+                                       cap_unit_ff=1.2), **changes)
