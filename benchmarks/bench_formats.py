@@ -54,7 +54,7 @@ def main() -> None:
     for name, fn in rows:
         t = timeit(fn, args.repeat)
         base = base or t
-        print(f"{name:34s} {t * 1e3:8.1f} {t / base:6.2f}x  {targets.get(name, '')}")
+        print(f"{name:34s} {t * 1e3:8.3g} {t / base:6.2f}x  {targets.get(name, '')}")
 
 
 if __name__ == "__main__":

@@ -133,13 +133,14 @@ def make_generator(generator: torch.Generator | int | None, device: torch.device
 
 
 def uniform_like(x: torch.Tensor, generator: torch.Generator, out: torch.Tensor | None = None):
-    """Uniform [0, 1) samples shaped like ``x``, from ``generator`` (moved to x's device)."""
-    if generator.device == x.device:
-        if out is None:
-            out = torch.empty_like(x, memory_format=torch.contiguous_format)
-        return torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device, out=out)
-    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=generator.device)
-    return u.to(x.device)
+    """Uniform [0, 1) samples shaped like ``x`` (contiguous), from ``generator``; samples made
+    on another device than x's (a CPU generator for a CUDA tensor) are moved to x's device."""
+    if out is None:
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    if generator.device != x.device:
+        return out.copy_(torch.rand(x.shape, generator=generator, dtype=x.dtype,
+                                    device=generator.device))
+    return torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device, out=out)
 
 
 def pow2(k) -> torch.Tensor | float:

@@ -130,7 +130,7 @@ class Radix4(Format):
         xw = x.to(work).contiguous()
         g_top = log2_int(top)
         a = torch.abs(xw).clamp_(max=top)                       # saturate (inf too); NaN stays
-        nan = torch.isnan(a)
+        nan = torch.isnan(a) if bool(torch.isnan(a).any()) else None
         if rounding == "nearest":
             low = a < 0.5 * m
             _grid_floor_(a, g_top, nearest=True)
@@ -143,11 +143,13 @@ class Radix4(Format):
             torch.maximum(a, t, out=a)
             lo = _grid_floor_(a.clone(), g_top, nearest=False)
             u = uniform_like(a, generator, out=t)
-            up = a > u.mul_(3.0).add_(1.0).mul_(lo)              # P(up) = (a - lo) / (3 lo)
+            up = a > torch.addcmul(lo, lo, u, value=3.0, out=u)  # P(up) = (a - lo) / (3 lo)
             itype, mb, _ = _BITS[work]
             lo.view(itype).add_(up, alpha=2 << mb)               # lo * 4 where up
             a = lo.masked_fill_(lo < 0.5 * m, 0.0)
-        a.masked_fill_(nan, float("nan")).copysign_(xw)
+        if nan is not None:
+            a.masked_fill_(nan, float("nan"))
+        a.copysign_(xw)
         return a.to(x.dtype)
 
     # -- codes ------------------------------------------------------------------------------
