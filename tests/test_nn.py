@@ -314,3 +314,24 @@ def test_accuracy_falls_with_extreme_cap_mismatch():
         accs[cm] = sum(_train_digits(s, epochs=4, adaptability="full",
                                      imc=dataclasses.replace(cfg, seed=s)) for s in (0, 1)) / 2
     assert accs[0.5] < accs[0.002] - 0.05, accs
+
+
+def test_adc_ranges_recalibrate_on_schedule():
+    torch.manual_seed(10)
+    net = inn.convert(nn.Sequential(nn.Linear(12, 8)), recalibrate_every=2)
+    (layer,) = [m for _, m in inn.imc_layers(net)]
+    calls = []
+    orig = layer._adc_range
+
+    def spy(name, A, X, kw, cfg):
+        due = layer._due[name]
+        calls.append((name, due))
+        return orig(name, A, X, kw, cfg)
+
+    layer._adc_range = spy
+    for _ in range(4):
+        net(torch.rand(8, 12)).sum().backward()
+        inn.after_step(net)
+    due_forward = [d for n, d in calls if n == "forward"]
+    assert due_forward == [True, False, True, False]        # steps 0 and 2 calibrate
+    assert float(layer.adc_range[0]) > 0 and math.log2(float(layer.adc_range[0])).is_integer()

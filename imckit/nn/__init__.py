@@ -89,9 +89,10 @@ def _as_float(layer: IMCModule) -> nn.Module:
 
 
 def before_step(model: nn.Module) -> None:
-    """Call right before ``optimizer.step()`` (kept for symmetry; nothing to do yet)."""
-    for _, layer in imc_layers(model):
-        layer._stepping = True
+    """Call right before ``optimizer.step()``. Nothing needs doing there in this model (writes
+    are counted when the arrays are re-programmed, see :func:`after_step`); the hook exists so
+    train loops need not change if a later model does (e.g. counting only changed cells)."""
+    del model
 
 
 def after_step(model: nn.Module) -> None:

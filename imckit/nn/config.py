@@ -19,7 +19,6 @@ from .._validate import check_choice, check_range
 ROUNDINGS = ("nearest", "stochastic")
 SCALE_RULES = ("max", "delayed")
 INPUT_KINDS = ("auto", "unsigned", "signed")
-RANGE_POOLING = ("max",)
 
 
 @dataclass(frozen=True)
