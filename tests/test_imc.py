@@ -86,6 +86,16 @@ def test_ideal_radix4_scale_and_phase(phase):
         imc.mvm(A, X, IDEAL, x_kind="radix4", x_scale=2.0**-3, phase=1 - phase)
 
 
+def test_ideal_radix4_non_power_of_two_scale():
+    g = gen(14)
+    A = torch.randint(-8, 8, (64, 5), generator=g)
+    X = radix4_values((7, 64), g, scale=3.0).double()
+    y = imc.mvm(A, X, IDEAL, x_kind="radix4", x_scale=3.0)
+    assert torch.allclose(y, exact(A, X), rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="radix-4 grid"):
+        imc.mvm(A, X * 1.01, IDEAL, x_kind="radix4", x_scale=3.0)
+
+
 def test_ideal_accepts_float_ints_and_float64():
     g = gen(3)
     A = torch.randint(-8, 8, (50, 4), generator=g)

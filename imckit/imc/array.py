@@ -61,12 +61,12 @@ def _column_values(planes, W, den, rows, gain=1.0):
         if k < P * B:                          # compact: skipped cycles cost nothing
             idx = act.nonzero().view(-1)
             d = d.index_select(0, idx)
-        num = d @ W[s:e]                                           # one matmul per row tile
-        if den is not None:
-            num.mul_((gain * rows) / den[t])       # charge sharing over all R caps, ADC gain
+        Wt = W[s:e]                            # charge sharing over all R caps, ADC gain:
+        if den is not None:                    # per-column factors, folded into the stored
+            Wt = Wt * ((gain * rows) / den[t])  # side (cheaper than scaling the outputs)
         elif gain != 1.0:
-            num.mul_(gain)
-        out.append((num, idx))
+            Wt = Wt * gain
+        out.append((d @ Wt, idx))                                  # one matmul per row tile
     return out
 
 
