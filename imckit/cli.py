@@ -69,7 +69,7 @@ def _widths(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``imckit`` argument parser (subcommand ``train``)."""
+    """The ``imckit`` argument parser (subcommands ``train`` and ``sweep``)."""
     p = _Parser(prog="imckit", description="Train neural networks on simulated in-memory-computing "
                 "hardware with radix-4 gradients (Grimm & Verma, TCAS-I 2022).")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -127,7 +127,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads for torch (0: torch's default; 1 is fastest for the small "
                    "models on a busy machine)")
     r.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    w = sub.add_parser("sweep", help="run a function over a grid of configs x seeds (resumable)",
+                       description="Run a sweep file (YAML or JSON: function, grid, seeds, fixed, "
+                       "out, n_jobs; see imckit.sweep.load_spec). One JSON record per point in "
+                       "the out folder; finished points are skipped, so an interrupted sweep "
+                       "resumes when rerun.", formatter_class=_Help)
+    w.add_argument("config", metavar="CONFIG.yaml", help="the sweep file")
+    w.add_argument("--n-jobs", type=_number(int, 1), default=None, metavar="N",
+                   help="parallel workers (default: the file's n_jobs, else 1)")
+    w.add_argument("--out", default=None, metavar="DIR",
+                   help="records folder (default: the file's out, else CONFIG-results/)")
+    w.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def _sweep(args, parser) -> int:
+    """``imckit sweep``: run a sweep file, print where the records are."""
+    from . import sweep
+    try:
+        spec = sweep.load_spec(args.config)
+        out = args.out or spec["out"]
+        recs = sweep.run(spec["function"], spec["grid"], seeds=spec["seeds"], out_dir=out,
+                         fixed=spec["fixed"], n_jobs=args.n_jobs or spec["n_jobs"],
+                         progress=not args.no_progress)
+    except ValueError as e:
+        parser.error(str(e).splitlines()[0] if str(e) else "invalid sweep")
+    print(f"{len(recs)} records in {out}")
+    return 0
 
 
 def _imc_config(args, parser):
@@ -282,5 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser._subparsers._group_actions[0].choices[args.command]   # for one-line errors
     if args.command == "train":
         return _train(args, sub)
+    if args.command == "sweep":
+        return _sweep(args, sub)
     parser.error(f"unknown command {args.command!r}")     # pragma: no cover (argparse catches it)
     return 2
