@@ -1,0 +1,210 @@
+"""Run the experiments of the chapter "The paper's claims, checked" and write their summaries.
+
+Each subcommand runs one or more sweep files of this folder with :func:`imckit.sweep.run`
+(resumable: finished points in ``experiments/results/`` are skipped) and writes a compact summary
+(mean, std and n over seeds, plus provenance: command, machine, date, wall time, git commit)
+under ``book/data/``. The chapter only loads those summaries.
+
+Usage, from the repository root::
+
+    .venv/bin/python experiments/claims.py noise          # exp. 1 -> book/data/claims_noise.json
+    .venv/bin/python experiments/claims.py accuracy-mlp   # exp. 2 -> book/data/claims_accuracy_mlp.json
+    .venv/bin/python experiments/claims.py accuracy-cnn   # exp. 2 -> book/data/claims_accuracy_cnn.json
+    .venv/bin/python experiments/claims.py energy         # exp. 3 -> book/data/claims_energy.json
+    .venv/bin/python experiments/claims.py cifar10 --data-dir DIR --device cuda   # exp. 4 (GPU)
+    .venv/bin/python experiments/claims.py all            # 1-3 in order
+
+``energy`` reads the records of the two accuracy experiments (it trains nothing) and adds the
+analytic counts of imckit.energy for CIFAR-scale networks. ``cifar10 --mini`` runs experiment 4's
+code on a generated random mini dataset in the CIFAR-10 format, a smoke test whose numbers mean
+nothing (they are written under ``experiments/results/``, never to ``book/data/``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DATA = ROOT / "book" / "data"
+
+from imckit import energy, experiments, sweep  # noqa: E402
+
+ACC_FILES = {"mlp": ["accuracy_mlp_references.yaml", "accuracy_mlp_mismatch.yaml",
+                     "accuracy_mlp_adcbits.yaml"],
+             "cnn": ["accuracy_cnn_references.yaml", "accuracy_cnn_mismatch.yaml",
+                     "accuracy_cnn_adcbits.yaml"]}
+MODES = ("full", "two-level", "one-level")
+
+
+def _provenance(argv, wall_s: float, specs: list[dict]) -> dict:
+    return {"command": "python experiments/claims.py " + " ".join(shlex.quote(a) for a in argv),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+                       f"{platform.system()} {platform.release()}",
+            "wall_s": round(wall_s, 1), "git_commit": sweep.git_commit(),
+            "sweeps": [{k: s[k] for k in ("function", "grid", "seeds", "fixed")} for s in specs]}
+
+
+def _run_specs(files, n_jobs, progress, overrides=None) -> tuple[list[dict], list[dict]]:
+    specs, records = [], []
+    for name in files:
+        spec = sweep.load_spec(HERE / name)
+        if overrides:
+            spec["fixed"] = {**spec["fixed"], **overrides}
+        specs.append(spec)
+        records += sweep.run(spec["function"], spec["grid"], seeds=spec["seeds"],
+                             out_dir=spec["out"], fixed=spec["fixed"],
+                             n_jobs=n_jobs or spec["n_jobs"], progress=progress)
+    return specs, records
+
+
+def _write(name: str, obj: dict) -> Path:
+    DATA.mkdir(parents=True, exist_ok=True)
+    path = DATA / name
+    path.write_text(json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n")
+    return path
+
+
+def cmd_noise(args, argv) -> Path:
+    t0 = time.perf_counter()
+    specs, recs = _run_specs(["noise_budget.yaml"], args.n_jobs, not args.quiet)
+    rows = sweep.table(recs)
+    summary = experiments.summarize(
+        rows, ["adc_calibration", "rows", "adc_bits", "cap_mismatch"],
+        ["sqnr_db.adc", "sqnr_db.mismatch", "sqnr_db.thermal", "sqnr_db.all"])
+    sigma = {str(r["rows"]): {"sigma_thermal": r["sigma_thermal"]} for r in rows}
+    return _write("claims_noise.json", {
+        "what": "SQNR (dB) of one forward MVM (rows x 64 INT4 weights, 64 x rows INT4 "
+                "activations) vs the exact integer product, per cause; mean/std over seeds "
+                "(operands and chip). 16 nm preset otherwise (1 fF caps, 300 K, 0.8 V).",
+        "rows": summary, "thermal": sigma,
+        "provenance": _provenance(argv, time.perf_counter() - t0, specs)})
+
+
+def _acc_summary(rows):
+    keys = ["placement", "adaptability", "cap_mismatch", "adc_bits"]
+    return experiments.summarize(rows, keys, ["final_accuracy"])
+
+
+def _curves(rows):
+    """Mean test accuracy per epoch for the default point of each mode and the references."""
+    out = {}
+    for r in rows:
+        default = r["placement"] != "imc" or (r["cap_mismatch"] == 0.002 and r["adc_bits"] == 8)
+        if not default:
+            continue
+        key = r["placement"] if r["placement"] != "imc" else r["adaptability"]
+        out.setdefault(key, []).append([h["test_accuracy"] for h in r["history"]])
+    return {k: [sum(c) / len(c) for c in zip(*v)] for k, v in out.items()}
+
+
+def cmd_accuracy(args, argv, net: str) -> Path:
+    t0 = time.perf_counter()
+    specs, recs = _run_specs(ACC_FILES[net], args.n_jobs, not args.quiet)
+    rows = sweep.table(recs)
+    train_s = [r["wall_s"] for r in rows]
+    return _write(f"claims_accuracy_{net}.json", {
+        "what": f"final test accuracy (0..1) of the {net}, mean/std/n over seeds",
+        "settings": specs[0]["fixed"], "rows": _acc_summary(rows), "curves": _curves(rows),
+        "point_wall_s": {"mean": sum(train_s) / len(train_s), "max": max(train_s)},
+        "provenance": _provenance(argv, time.perf_counter() - t0, specs)})
+
+
+def cmd_energy(args, argv) -> Path:
+    """Recorded-work energy of the accuracy runs at the default point, and analytic counts."""
+    t0 = time.perf_counter()
+    out = {"what": "training energy savings (digital baseline energy / mapped energy) per "
+                   "adaptability mode and baseline", "recorded": {}, "analytic": {}}
+    for net in ACC_FILES:
+        specs = [sweep.load_spec(HERE / f) for f in ACC_FILES[net]]
+        recs = [r for r in sweep.load_records(specs[0]["out"])
+                if r["params"].get("placement") == "imc" and r["params"]["cap_mismatch"] == 0.002
+                and r["params"]["adc_bits"] == 8]
+        if not recs:
+            raise SystemExit(f"claims.py energy: no {net} accuracy records; run accuracy-{net} first")
+        rows = sweep.table(recs)
+        metrics = [f"energy_{kind}.{b}.savings" for kind in ("recorded", "analytic")
+                   for b in experiments.BASELINES]
+        out["recorded"][net] = {"settings": specs[0]["fixed"],
+                                "rows": experiments.summarize(rows, ["adaptability"], metrics),
+                                "by_mvm_j": {r["adaptability"]: r["energy_recorded"]["fp32"]
+                                             for r in rows if r["seed"] == 0}}
+    for name, layers in (("jia22_cnn", energy.jia22_cnn()), ("resnet20", energy.resnet20())):
+        table = []
+        for mode in MODES:
+            for b in experiments.BASELINES:
+                for sign in (1, 2):
+                    rep = energy.training_step_energy(layers, batch=64, adaptability=mode,
+                                                      baseline=b, grad_sign_cycles=sign)
+                    table.append({"adaptability": mode, "baseline": b,
+                                  "grad_sign_cycles": sign, "savings": rep.savings})
+        out["analytic"][name] = table
+    out["provenance"] = _provenance(argv, time.perf_counter() - t0, [])
+    return _write("claims_energy.json", out)
+
+
+def cmd_cifar10(args, argv) -> Path:
+    over = {"data_dir": args.data_dir, "device": args.device}
+    if args.epochs:
+        over["epochs"] = args.epochs
+    spec = sweep.load_spec(HERE / "cifar10_resnet20.yaml")
+    if args.mini:
+        mini = experiments.write_mini_cifar(HERE / "results" / "mini_cifar", n_per_batch=4)
+        over.update(data_dir=str(mini), epochs=1, batch_size=8, device="cpu", augment=None)
+        spec["out"] = str(HERE / "results" / "cifar10_mini_SMOKE_TEST")
+        spec["grid"] = {**spec["grid"], "placement": ["fp32", "digital"]}
+        spec["seeds"] = [0]
+    t0 = time.perf_counter()
+    fixed = {**spec["fixed"], **over}
+    recs = sweep.run(spec["function"], spec["grid"], seeds=spec["seeds"], out_dir=spec["out"],
+                     fixed=fixed, n_jobs=args.n_jobs or 1, progress=not args.quiet)
+    rows = sweep.table(recs)
+    result = {"what": "ResNet-20 test accuracy on CIFAR-10 (fp32 = standard training)",
+              "settings": fixed, "rows": _acc_summary(rows),
+              "provenance": _provenance(argv, time.perf_counter() - t0, [spec])}
+    if args.mini:
+        result["what"] = "SMOKE TEST on random mini data in the CIFAR-10 format: meaningless"
+        path = Path(spec["out"]) / "summary.json"
+        path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        return path
+    return _write("claims_cifar10.json", result)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("experiment", choices=["noise", "accuracy-mlp", "accuracy-cnn", "energy",
+                                          "cifar10", "all"])
+    p.add_argument("--n-jobs", type=int, default=0, help="parallel workers (0: the file's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--data-dir", default="data", help="cifar10: folder of the CIFAR-10 batches")
+    p.add_argument("--device", default="cuda", help="cifar10: torch device")
+    p.add_argument("--epochs", type=int, default=0, help="cifar10: override the file's epochs")
+    p.add_argument("--mini", action="store_true",
+                   help="cifar10: smoke test on generated random mini data (numbers meaningless)")
+    args = p.parse_args(argv)
+    todo = {"noise": [lambda: cmd_noise(args, argv)],
+            "accuracy-mlp": [lambda: cmd_accuracy(args, argv, "mlp")],
+            "accuracy-cnn": [lambda: cmd_accuracy(args, argv, "cnn")],
+            "energy": [lambda: cmd_energy(args, argv)],
+            "cifar10": [lambda: cmd_cifar10(args, argv)]}
+    steps = (todo["noise"] + todo["accuracy-mlp"] + todo["accuracy-cnn"] + todo["energy"]
+             if args.experiment == "all" else todo[args.experiment])
+    for step in steps:
+        t0 = time.perf_counter()
+        path = step()
+        print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} "
+              f"({time.perf_counter() - t0:.1f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
