@@ -101,9 +101,11 @@ def test_page_renders_offline_with_math_and_working_sliders(browser, built_book,
     shots = built_book.parent / "test-screenshots"
     try:
         page.goto(f"{base}/{chapter}.html")
-        page.wait_for_selector("mjx-container", timeout=30_000)
+        n_math = page.locator(".math").count()  # formulas MathJax must typeset
+        if n_math:
+            page.wait_for_selector("mjx-container", timeout=30_000)
+            assert page.locator("mjx-container").count() >= n_math
         page.wait_for_selector(".widget-image", timeout=30_000)
-        assert page.locator("mjx-container").count() > 0
         assert page.locator(".MathJax_Error, mjx-merror").count() == 0, "a formula failed"
         n_expected = (ROOT / f"{chapter}.ipynb").read_text().count("widgets.explore(")
         boxes = page.locator(".widget-vbox:has(> .widget-slider), .widget-vbox:has(> .widget-toggle-buttons)")
