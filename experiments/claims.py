@@ -157,13 +157,14 @@ def cmd_cifar10(args, argv) -> Path:
         over["epochs"] = args.epochs
     spec = sweep.load_spec(HERE / "cifar10_resnet20.yaml")
     if args.mini:
-        mini = experiments.write_mini_cifar(HERE / "results" / "mini_cifar", n_per_batch=4)
+        where = Path(args.results) if args.results else HERE / "results"
+        mini = experiments.write_mini_cifar(where / "mini_cifar", n_per_batch=4)
         over.update(data_dir=str(mini), epochs=1, batch_size=8, device="cpu", augment=None)
-        spec["out"] = str(HERE / "results" / "cifar10_mini_SMOKE_TEST")
+        spec["out"] = str(where / "cifar10_mini_SMOKE_TEST")
         spec["grid"] = {**spec["grid"], "placement": ["fp32", "digital"]}
         spec["seeds"] = [0]
     t0 = time.perf_counter()
-    fixed = {**spec["fixed"], **over}
+    fixed = spec["fixed"] = {**spec["fixed"], **over}
     recs = sweep.run(spec["function"], spec["grid"], seeds=spec["seeds"], out_dir=spec["out"],
                      fixed=fixed, n_jobs=args.n_jobs or 1, progress=not args.quiet)
     rows = sweep.table(recs)
@@ -172,7 +173,7 @@ def cmd_cifar10(args, argv) -> Path:
               "provenance": _provenance(argv, time.perf_counter() - t0, [spec])}
     if args.mini:
         result["what"] = "SMOKE TEST on random mini data in the CIFAR-10 format: meaningless"
-        path = Path(spec["out"]) / "summary.json"
+        path = Path(spec["out"] + "_summary.json")
         path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
         return path
     return _write("claims_cifar10.json", result)
@@ -190,6 +191,9 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=0, help="cifar10: override the file's epochs")
     p.add_argument("--mini", action="store_true",
                    help="cifar10: smoke test on generated random mini data (numbers meaningless)")
+    p.add_argument("--results", default=None,
+                   help="cifar10 --mini: folder for the mini data and records "
+                   "(default experiments/results)")
     args = p.parse_args(argv)
     todo = {"noise": [lambda: cmd_noise(args, argv)],
             "accuracy-mlp": [lambda: cmd_accuracy(args, argv, "mlp")],

@@ -1,0 +1,205 @@
+"""Tests for imckit.experiments (point functions), the sweep CLI, the experiment driver and the
+committed summaries the chapter "The paper's claims, checked" loads."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from imckit import energy, experiments, imc, sweep
+from imckit.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "book" / "data"
+
+
+# --- noise_budget --------------------------------------------------------------------------
+
+def test_noise_budget_thermal_matches_analytic_prediction():
+    """Thermal-only error power = sum over conversions of (plane weight * sigma_th * R)^2.
+
+    Inputs are 4-bit unsigned (4 planes, weights 2^t), stored weights 4-bit two's complement
+    (weights 2^k, MSB -8): per output the noise variance is
+    (sigma_th * R)^2 * sum_t 4^t * sum_k w_k^2 with unquantized ADC (counts = v * R)."""
+    rows = 576
+    r = experiments.noise_budget(0.0, 8, rows, seed=3, m=64, batch=64)
+    sig = imc.IMCConfig.jia22_16nm(rows=rows).sigma_thermal * rows
+    plane_w2 = sum(4 ** t for t in range(4)) * (1 + 4 + 16 + 64)
+    predicted = sig ** 2 * plane_w2
+    assert r["error_power"]["thermal"] == pytest.approx(predicted, rel=0.1)
+    assert r["error_power"]["mismatch"] == 0.0 and r["sqnr_db"]["mismatch"] is None  # inf -> None
+    assert r["sigma_thermal"] == pytest.approx(imc.IMCConfig.jia22_16nm(rows=rows).sigma_thermal)
+
+
+def test_noise_budget_trends_and_seed():
+    a = experiments.noise_budget(0.002, 8, 1152, seed=0)
+    b = experiments.noise_budget(0.002, 8, 1152, seed=0)
+    assert a == b                                               # same seed -> same numbers
+    more_bits = experiments.noise_budget(0.002, 10, 1152, seed=0)
+    assert more_bits["sqnr_db"]["adc"] > a["sqnr_db"]["adc"] + 6   # ~6 dB per bit
+    worse = experiments.noise_budget(0.02, 8, 1152, seed=0)
+    # mismatch error power scales with sigma^2: 10x sigma -> -20 dB (within 3 dB)
+    assert a["sqnr_db"]["mismatch"] - worse["sqnr_db"]["mismatch"] == pytest.approx(20, abs=3)
+    fixed = experiments.noise_budget(0.002, 8, 1152, seed=0, adc_calibration="fixed")
+    assert fixed["sqnr_db"]["adc"] < a["sqnr_db"]["adc"]       # calibration helps
+    assert json.loads(json.dumps(a, allow_nan=False)) == a      # strict JSON
+
+
+def test_noise_budget_bad_input():
+    with pytest.raises(ValueError, match="rows=0"):
+        experiments.noise_budget(0.002, 8, 0, seed=0)
+    with pytest.raises(ValueError, match="adc_calibration='auto'"):
+        experiments.noise_budget(0.002, 8, 16, seed=0, adc_calibration="auto")
+    with pytest.raises(ValueError, match="adc_bits=0"):
+        experiments.noise_budget(0.002, 0, 16, seed=0)
+
+
+# --- accuracy ---------------------------------------------------------------------------------
+
+def test_accuracy_fp32_digits_and_bad_input():
+    r = experiments.accuracy("digits", "mlp", placement="fp32", epochs=2, seed=0)
+    assert 0.8 < r["final_accuracy"] <= 1.0
+    assert [h["epoch"] for h in r["history"]] == [1, 2]
+    assert r["work"] is None and r["energy_recorded"] is None
+    again = experiments.accuracy("digits", "mlp", placement="fp32", epochs=2, seed=0)
+    assert [h["train_loss"] for h in again["history"]] == [h["train_loss"] for h in r["history"]]
+    assert again["final_accuracy"] == r["final_accuracy"]          # same seed -> same run
+    with pytest.raises(ValueError, match="placement='analog'"):
+        experiments.accuracy("digits", placement="analog")
+    with pytest.raises(ValueError, match="baselines='tpu'"):
+        experiments.accuracy("digits", baselines=["tpu"])
+
+
+def test_accuracy_imc_records_work_and_energy():
+    """Two-level on digits: work recorded, energy from it, weight gradient left digital."""
+    r = experiments.accuracy("digits", "mlp", adaptability="two-level", epochs=1, seed=0,
+                             baselines=["fp32", "int8"])
+    assert 0.5 < r["final_accuracy"] <= 1.0
+    assert r["placements"] and all(
+        p == {"forward": "imc", "backward": "imc", "weight_grad": "digital"}
+        for p in r["placements"].values())
+    rec = energy.energy_from_work(r["work"], baseline="fp32", adc_bits=8)
+    assert r["energy_recorded"]["fp32"]["savings"] == pytest.approx(rec.savings)
+    # two of three MVMs on IMC: savings below the Amdahl bound 3x, above 1x
+    for kind in ("energy_recorded", "energy_analytic"):
+        assert 1.0 < r[kind]["fp32"]["savings"] < 3.0
+    assert r["energy_recorded"]["int8"]["savings"] < r["energy_recorded"]["fp32"]["savings"]
+    json.dumps(r, allow_nan=False)
+
+
+# --- summarize, mini CIFAR ------------------------------------------------------------------
+
+def test_summarize_groups_and_dotted_metrics():
+    rows = [{"m": "a", "e": {"s": 2.0}}, {"m": "a", "e": {"s": 4.0}}, {"m": "b", "e": None}]
+    out = experiments.summarize(rows, ["m"], ["e.s"])
+    assert out[0] == {"m": "a", "n": 2, "e_s_mean": 3.0, "e_s_std": pytest.approx(math.sqrt(2))}
+    assert out[1] == {"m": "b", "n": 1, "e_s_mean": None, "e_s_std": None}
+
+
+def test_mini_cifar_runs_resnet20_digital(tmp_path):
+    d = experiments.write_mini_cifar(tmp_path / "c", n_per_batch=2, seed=1)
+    r = experiments.accuracy("cifar10", "resnet20", placement="digital", epochs=1, seed=0,
+                             data_dir=str(d), batch_size=8, baselines=["fp32"])
+    assert r["n_train"] == 10 and r["n_test"] == 2
+    assert len(r["work"]["layers"]) == 20        # 19 convs + 1 fully connected layer
+    assert r["energy_recorded"]["fp32"]["savings"] == pytest.approx(1.0)   # all digital
+
+
+# --- the sweep CLI ------------------------------------------------------------------------------
+
+def _write(tmp_path, text, name="s.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_sweep_cli_runs_and_resumes(tmp_path, capsys):
+    spec = _write(tmp_path, "function: imckit.sweep:example_point\ngrid: {x: [1, 2, 3]}\n"
+                            "seeds: [0, 1]\nout: recs\n")
+    assert cli_main(["sweep", str(spec), "--no-progress", "--n-jobs", "1"]) == 0
+    assert "6 records" in capsys.readouterr().out
+    recs = sweep.load_records(tmp_path / "recs")
+    assert sorted(r["results"]["y"] for r in recs) == [1, 2, 4, 5, 9, 10]
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "recs").glob("*.json")}
+    assert cli_main(["sweep", str(spec), "--no-progress", "--out", str(tmp_path / "recs")]) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "recs").glob("*.json")}
+    assert before == after                         # nothing recomputed
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("function: imckit.sweep:example_point\ngrid: {x: [1]\n", "not valid YAML"),
+    ("function: imckit.sweep:example_point\n", "missing key 'grid'"),
+    ("function: imckit.sweep:nope\ngrid: {x: [1]}\n", "cannot be imported"),
+    ("function: imckit.sweep:example_point\ngrid: {x: []}\n", "grid.x"),
+    ("function: imckit.sweep:example_point\ngrid: {x: [1]}\ncolour: red\n", "unknown key"),
+])
+def test_sweep_cli_malformed_file_one_line_exit_2(tmp_path, capsys, text, needle):
+    spec = _write(tmp_path, text)
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["sweep", str(spec), "--no-progress"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("imckit sweep: error:") and needle in err
+
+
+def test_sweep_cli_missing_file(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["sweep", str(tmp_path / "none.yaml")])
+    assert exc.value.code == 2 and "does not exist" in capsys.readouterr().err
+
+
+# --- the experiment files and committed summaries ----------------------------------------------
+
+def test_experiment_files_are_valid_sweeps():
+    files = sorted((ROOT / "experiments").glob("*.yaml"))
+    assert len(files) >= 8
+    for f in files:
+        spec = sweep.load_spec(f)
+        assert spec["function"].startswith("imckit.experiments:")
+        assert len(spec["seeds"]) >= 3, f.name           # >= 3 seeds per point
+
+
+def test_cifar10_driver_mini_smoke(tmp_path):
+    """The CIFAR-10 script's code path on mini data (never a CIFAR-10 result)."""
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "claims.py"), "cifar10",
+                          "--mini", "--quiet", "--results", str(tmp_path)], capture_output=True,
+                         text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = tmp_path / "cifar10_mini_SMOKE_TEST_summary.json"
+    s = json.loads(summary.read_text())
+    assert "SMOKE TEST" in s["what"] and {r["placement"] for r in s["rows"]} == {"fp32", "digital"}
+
+
+@pytest.mark.parametrize("name", ["claims_noise.json", "claims_accuracy_mlp.json",
+                                  "claims_accuracy_cnn.json", "claims_energy.json"])
+def test_committed_summaries_exist_and_parse(name):
+    d = json.loads((DATA / name).read_text())
+    prov = d["provenance"]
+    assert prov["command"].startswith("python experiments/claims.py") and prov["wall_s"] > 0
+    if name.startswith("claims_accuracy"):
+        refs = {r["placement"] for r in d["rows"]}
+        assert refs == {"fp32", "digital", "imc"}
+        assert all(r["n"] >= 3 for r in d["rows"])
+        assert all(0 <= r["final_accuracy_mean"] <= 1 for r in d["rows"])
+        modes = {r["adaptability"] for r in d["rows"] if r["placement"] == "imc"}
+        assert modes == {"full", "two-level", "one-level"}
+    if name == "claims_noise.json":
+        assert all(r["n"] >= 3 for r in d["rows"])
+    if name == "claims_energy.json":
+        full = [r for r in d["analytic"]["jia22_cnn"] if r["adaptability"] == "full"
+                and r["baseline"] == "fp32" and r["grad_sign_cycles"] == 1]
+        assert full[0]["savings"] > 400
+
+
+def test_chapter_loads_only_committed_results():
+    nb = json.loads((ROOT / "book" / "ch07_claims.ipynb").read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "claims_" in code
+    for forbidden in ("train.fit(", "sweep.run(", "experiments.accuracy("):
+        assert forbidden not in code
+    assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
