@@ -52,7 +52,7 @@ test: $(HTML) chromium
 
 # Unit tests and doctests only (no book build, no browser): the quick loop while developing.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not browser and not book" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not browser and not book and not notebook" $(PYTEST_ARGS)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab book/
