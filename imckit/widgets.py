@@ -76,6 +76,7 @@ class Rendered:
         self.parts = list(parts)
         self.error = error
         self.data = data
+        self._widget: W.Widget | None = None
 
     @property
     def nbytes(self) -> int:
@@ -83,11 +84,15 @@ class Rendered:
             len(self.error.encode()) if self.error else 0)
 
     def widget(self) -> W.Widget:
-        if self.error is not None:
-            return W.HTML(self.error)
-        children = [W.Image(value=p, format="png") if isinstance(p, bytes) else W.HTML(p)
-                    for p in self.parts]
-        return children[0] if len(children) == 1 else W.VBox(children)
+        """The widget showing this point (made once: revisiting a point reuses it)."""
+        if self._widget is None:
+            if self.error is not None:
+                self._widget = W.HTML(self.error)
+            else:
+                children = [W.Image(value=p, format="png") if isinstance(p, bytes) else W.HTML(p)
+                            for p in self.parts]
+                self._widget = children[0] if len(children) == 1 else W.VBox(children)
+        return self._widget
 
 
 def _error_html(params: dict, exc: BaseException) -> str:

@@ -131,9 +131,11 @@ def test_live_computes_first_point_then_recomputes_on_slider_moves_and_caches():
     assert calls == [1, 4]
     assert ex._image_box.children[0].value != first  # the reader sees a new figure
     assert ex._image_box.children[0].value == ex.cache[(4,)].parts[0]
+    first_widget = ex.cache[(1,)].widget()
     ex.set(gain=1).wait()
     assert calls == [1, 4], "a cached point is shown without recomputing"
     assert ex._image_box.children[0].value == first
+    assert ex._image_box.children[0] is first_widget, "revisiting a point reuses its widget"
 
 
 def test_live_newer_value_supersedes_a_slow_stale_computation():
