@@ -209,6 +209,23 @@ def test_energy_from_work_equals_steps_times_step_energy(adaptability, tmp_path)
     assert lean.savings < got.savings
 
 
+def test_partial_and_mixed_records_report_per_mvm():
+    # a record may hold a subset of MVMs and layers with different placements (kept ends)
+    rec = {"steps": 2, "batch": 1, "layers": [
+        {"name": "a", "shape": [1152, 256], "mvms": {
+            "forward": {"placement": "imc", "macs": 589824, "conversions": 8192}}},
+        {"name": "b", "shape": [256, 10], "mvms": {
+            "forward": {"placement": "digital", "macs": 5120},
+            "backward": {"placement": "fp32", "macs": 5120}}}]}
+    rep = E.energy_from_work(rec, fallback_baseline="int4")
+    assert math.isclose(sum(rep.by_mvm().values()), rep.total_j, rel_tol=1e-12)
+    assert rep.by_mvm()["weight_grad"] == 0.0
+    assert "mixed" in rep.table().splitlines()[1]                  # forward: imc and digital
+    b = rep.breakdown["b"]
+    assert b["forward"] == E.digital_energy_j(5120, 2 * 10, E.DigitalBaseline.preset("int4"))
+    assert b["backward"] == rep.baseline_breakdown["b"]["backward"]   # fp32 on the baseline
+
+
 def test_analytic_counts_match_the_simulator_when_available():
     imc = pytest.importorskip("imckit.imc")
     g = torch.Generator().manual_seed(0)
@@ -251,6 +268,7 @@ def test_every_default_has_a_known_tag_and_source():
     (lambda: E.training_step_energy([(64, 10)], adc_bitz=8), "adc_bitz"),
     (lambda: E.DigitalBaseline(precision="fp8"), "precision"),
     (lambda: E.energy_from_work({"steps": 1, "batch": 1}), "layers"),
+    (lambda: E.energy_from_work({"steps": 1, "batch": 1, "layers": []}), "layers"),
     (lambda: E.energy_from_work({"steps": 1, "batch": 1, "layers": [
         {"shape": [4, 4], "mvms": {"forward": {"placement": "gpu", "macs": 1}}}]}), "placement"),
     (lambda: E.energy_from_work({"steps": 1, "batch": 1, "layers": [

@@ -141,7 +141,7 @@ class EnergyReport:
     def by_mvm(self, baseline: bool = False) -> dict[str, float]:
         """Joules per MVM, summed over layers."""
         b = self.baseline_breakdown if baseline else self.breakdown
-        return {m: sum(sum(b[l][m].values()) for l in b) for m in MVMS}
+        return {m: sum(sum(b[l].get(m, {}).values()) for l in b) for m in MVMS}
 
     def by_component(self) -> dict[str, float]:
         """Joules per component of the mapped run, summed over layers and MVMs."""
@@ -162,9 +162,11 @@ class EnergyReport:
         """A small text table: energy per MVM (mapped vs baseline) and the savings."""
         mine, base = self.by_mvm(), self.by_mvm(baseline=True)
         lines = [f"{'MVM':<12} {'placement':<9} {'mapped uJ':>11} {'baseline uJ':>12}"]
-        place = {m: next(iter(self.placements.values()))[m] for m in MVMS}
         for m in MVMS:
-            lines.append(f"{m:<12} {place[m]:<9} {mine[m] * 1e6:11.3f} {base[m] * 1e6:12.3f}")
+            # one placement per MVM, or "mixed" when layers differ (e.g. kept-digital ends)
+            pl = {w[m] for w in self.placements.values() if m in w}
+            place = pl.pop() if len(pl) == 1 else ("mixed" if pl else "-")
+            lines.append(f"{m:<12} {place:<9} {mine[m] * 1e6:11.3f} {base[m] * 1e6:12.3f}")
         lines.append(f"{'total':<22} {self.total_j * 1e6:11.3f} {self.baseline_j * 1e6:12.3f}")
         lines.append(f"savings {self.savings:.3g}x ({self.adaptability}, {self.preset.name}, "
                      f"baseline {self.preset.baseline.name})")
@@ -179,22 +181,21 @@ def _resolve(preset, options) -> EnergyPreset:
     return preset.with_options(**options) if options else preset
 
 
-def _price(counts: dict, where: dict, p: EnergyPreset, outputs_scale: int = 1):
-    """Mapped and baseline breakdowns of ``{layer: {mvm: MVMCount}}`` under ``where``."""
-    fb = p.fallback_baseline or p.baseline
+def _price(counts: dict, where: dict, p: EnergyPreset):
+    """Mapped and baseline breakdowns of ``{layer: {mvm: MVMCount}}`` under ``where``.
+
+    IMC MVMs are priced from their counts, ``digital`` ones on the fallback engine, ``fp32``
+    ones (unquantized) on the baseline engine.
+    """
+    engine = {"digital": p.fallback_baseline or p.baseline, "fp32": p.baseline}
     mapped, base = {}, {}
     for lname, mvms in counts.items():
         mapped[lname], base[lname] = {}, {}
         for m, (w, outs) in mvms.items():
             base[lname][m] = digital_energy_j(w.macs, outs, p.baseline)
             pl = where[lname][m]
-            if pl == "imc":
-                mapped[lname][m] = imc_energy_j(w, outs, p.imc, p.rules.adc_bits)
-            elif pl == "digital":
-                mapped[lname][m] = (base[lname][m] if fb is p.baseline
-                                    else digital_energy_j(w.macs, outs, fb))
-            else:   # fp32: unquantized, priced on the baseline engine
-                mapped[lname][m] = base[lname][m]
+            mapped[lname][m] = (imc_energy_j(w, outs, p.imc, p.rules.adc_bits) if pl == "imc"
+                                else digital_energy_j(w.macs, outs, engine[pl]))
     return mapped, base
 
 
@@ -278,6 +279,8 @@ def energy_from_work(work, preset="paper-16nm", baseline=None, **options) -> Ene
     steps, batch = rec["steps"], rec["batch"]
     check_range("steps", steps, 1, None, integer=True)
     check_range("batch", batch, 1, None, integer=True)
+    if not isinstance(rec["layers"], list) or not rec["layers"]:
+        raise ValueError(f"work['layers']={rec['layers']!r} is not allowed: a non-empty list")
     counts, where = {}, {}
     for i, lay in enumerate(rec["layers"]):
         name = lay.get("name", f"L{i}")
