@@ -252,6 +252,24 @@ def test_every_default_has_a_known_tag_and_source():
         assert r["tag"] in TAGS and r["source"] in SOURCES and r["unit"], r
 
 
+def test_tags_agree_with_energy_sources():
+    # (object, field) -> (tag, source) as ENERGY-SOURCES.md tags the number
+    want = {
+        (E.IMCEnergy, "rows"): ("S2", "JIA22"), (E.IMCEnergy, "columns"): ("S2", "JIA22"),
+        (E.IMCEnergy, "e_conversion_8b_pj"): ("D", "JIA22"),
+        (E.IMCEnergy, "array_share"): ("D", "CIMLOOP"),      # a ratio of two [S2] numbers
+        (E.IMCEnergy, "e_adc8_pj"): ("S2", "ADCMODEL"), (E.IMCEnergy, "e_adc4_pj"): ("S2", "ADCMODEL"),
+        (E.IMCEnergy, "e_write_bit_pj"): ("I", "CACTI"),
+        (E.CountRules, "adc_bits"): ("S2", "JIA22"), (E.CountRules, "dac_levels"): ("D", "LEE21"),
+        (E.DigitalBaseline, "sram_kb"): ("I", "HOR14"), (E.DigitalBaseline, "reuse"): ("I", "HOR14"),
+        **{(E.Horowitz45, f.name): ("S", "HOR14") for f in dataclasses.fields(E.Horowitz45)},
+    }
+    got = {(type(o), r["field"]): (r["tag"], r["source"])
+           for o in (E.IMCEnergy(), E.CountRules(), E.DigitalBaseline(), E.Horowitz45())
+           for r in E.sources_table(o)}
+    assert {k: got[k] for k in want} == want
+
+
 @pytest.mark.parametrize("call, field", [
     (lambda: E.IMCEnergy(e_write_bit_pj=-0.1), "e_write_bit_pj"),
     (lambda: E.IMCEnergy(e_conversion_8b_pj=-1.0), "e_conversion_8b_pj"),

@@ -83,9 +83,10 @@ class CountRules:
     grad_sign_cycles: int = src(1, "cycles", "I", "JIA20",
                                 "1: sign by a +-1 (XNOR-style) row drive in the same cycle; "
                                 "2: + and - parts in separate cycles, as imckit.imc does")
-    adc_bits: int = src(8, "bits", "S", "JIA22", "SAR ADC resolution per column")
+    adc_bits: int = src(8, "bits", "S2", "JIA22", "SAR ADC resolution per column")
     input_mode: str = src("bit-serial", "-", "S", "JIA20", "or 'multi-level' [LEE21, GRIMM24]")
-    dac_levels: int = src(16, "levels", "S2", "LEE21", "multi-level DAC levels (5-b signed)")
+    dac_levels: int = src(16, "levels", "D", "LEE21",
+                          "magnitude levels 0..15 of LEE21's 5-b signed input DAC [S]")
     transposable: bool = src(False, "-", "I", "GRIMM22",
                              "True: MVM 2 reads W transposed, no W^T copy to rewrite")
 

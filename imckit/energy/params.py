@@ -148,8 +148,9 @@ class IMCEnergy:
         1.2, "pJ per column conversion", "D", "JIA22",
         "66.7 fJ per 8-b MAC (30 TOPS/W) x 1152 / 64 conversions")
     array_share: float = src(
-        9.7 / (9.7 + 8.3), "fraction", "S2", "CIMLOOP",
-        "array : near-memory digital = 9.7 : 8.3 pJ (JIA20 Table I) of the non-ADC part")
+        9.7 / (9.7 + 8.3), "fraction", "D", "CIMLOOP",
+        "array : near-memory digital = 9.7 : 8.3 pJ [S2] (JIA20 Table I, 65 nm) of the non-ADC "
+        "part; that 16 nm splits the same way is our assumption [I]")
     e_adc4_pj: float = src(0.07, "pJ per conversion", "S2", "ADCMODEL", "4-bit SAR at 16 nm")
     e_adc8_pj: float = src(0.13, "pJ per conversion", "S2", "ADCMODEL", "8-bit SAR at 16 nm")
     adc_corner_bits: float = src(9.0, "bits", "I", "ADCMODEL",
