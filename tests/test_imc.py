@@ -381,6 +381,25 @@ def test_bad_operands_raise_before_compute(A, X, kw, match):
         imc.mvm(A, X, imc.IMCConfig(), **kw)
 
 
+def test_bad_arguments_raise_before_any_plane_is_built(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("computed before validating")
+    from imckit.imc import array
+    monkeypatch.setattr(array, "input_planes", boom)
+    A, X = torch.ones(3, 2, dtype=torch.int64), torch.ones(1, 3, dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"adc_range=1.5"):
+        imc.mvm(A, X, imc.IMCConfig(), adc_range=1.5)
+    with pytest.raises(ValueError, match=r"generator=3"):
+        imc.mvm(A, X, imc.IMCConfig(), generator=3)
+
+
+def test_sqnr_split_validates_shapes_with_a_value_error():
+    with pytest.raises(ValueError, match=r"X.shape=\(1, 4\).*A.shape=\(3, 2\)"):
+        imc.sqnr_split(torch.ones(3, 2), torch.ones(1, 4), imc.IMCConfig())
+    s = imc.sqnr_split(torch.ones(3, 2), torch.zeros(0, 3), imc.IMCConfig())
+    assert s.signal_power == 0.0 and set(s.error_power.values()) == {0.0}
+
+
 def test_presets_cite_their_sources():
     assert "JIA22" in imc.IMCConfig.jia22_16nm.__doc__
     assert "JIA20" in imc.IMCConfig.jia20_65nm.__doc__

@@ -48,16 +48,14 @@ def sqnr_split(A, X, cfg: IMCConfig, *, generator: torch.Generator | None = None
     True
     """
     A, X = as_tensor("A", A), as_tensor("X", X)
-    ref = X.to(torch.float64) @ A.to(torch.float64)
-    off = dict(cap_mismatch=0.0, thermal_noise=False)
-    runs = {"adc": dataclasses.replace(cfg, **off),
-            "mismatch": dataclasses.replace(cfg, **{**off, "cap_mismatch": cfg.cap_mismatch},
-                                            adc_bits=None, round_counts=False),
-            "thermal": dataclasses.replace(cfg, **{**off, "thermal_noise": cfg.thermal_noise},
-                                           adc_bits=None, round_counts=False),
+    no_adc = dict(adc_bits=None, round_counts=False)
+    runs = {"adc": dataclasses.replace(cfg, cap_mismatch=0.0, thermal_noise=False),
+            "mismatch": dataclasses.replace(cfg, thermal_noise=False, **no_adc),
+            "thermal": dataclasses.replace(cfg, cap_mismatch=0.0, **no_adc),
             "all": cfg}
-    err = {}
-    for name, c in runs.items():
-        y = mvm(A, X, c, generator=generator, **kwargs)
-        err[name] = float(((y.to(torch.float64) - ref) ** 2).mean()) if ref.numel() else 0.0
-    return SQNRSplit(signal_power=float((ref**2).mean()) if ref.numel() else 0.0, error_power=err)
+    ys = {name: mvm(A, X, c, generator=generator, **kwargs) for name, c in runs.items()}
+    ref = X.to(torch.float64) @ A.to(torch.float64)      # after mvm has validated the operands
+    if ref.numel() == 0:
+        return SQNRSplit(signal_power=0.0, error_power={name: 0.0 for name in ys})
+    err = {name: float(((y.to(torch.float64) - ref) ** 2).mean()) for name, y in ys.items()}
+    return SQNRSplit(signal_power=float((ref**2).mean()), error_power=err)

@@ -25,9 +25,13 @@ def _chip_z(seed, rows, cols, n_row_tiles, n_col_tiles, device):
     return z.to(device), zsum.to(device)
 
 
-def _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits, x_scale, phase):
+def _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits, x_scale, phase, adc_range=None,
+             generator=None):
+    """Validate everything (no compute before), then split both operands into planes."""
     if not isinstance(cfg, IMCConfig):
         raise ValueError(f"cfg={type(cfg).__name__} is not allowed: pass an imc.IMCConfig")
+    if adc_range is not None:
+        check_range("adc_range", adc_range, 0, 1, lo_open=True)
     check_range("a_bits", a_bits, 1, 16, integer=True)
     check_choice("a_signed", a_signed, [True, False])
     check_choice("x_kind", x_kind, X_KINDS)
@@ -40,6 +44,10 @@ def _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits, x_scale, phase):
                          f"X must be (B, {A.shape[0]})")
     if A.device != X.device:
         raise ValueError(f"A.device={A.device} differs from X.device={X.device}: use one device")
+    if generator is not None and (not isinstance(generator, torch.Generator)
+                                  or generator.device.type != X.device.type):
+        raise ValueError(f"generator={generator!r} is not allowed: pass a torch.Generator on "
+                         f"X's device ({X.device.type})")
     bits, wa = stored_planes(A, a_bits, a_signed)
     planes = input_planes(X, x_kind, x_bits, cfg.input_levels, x_scale, phase, cfg.rows)
     L = cfg.input_levels if x_kind == "multilevel" else 2
@@ -114,9 +122,8 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
     ([[15.0]], 2, 8)
     """
     A, X, bits, wa, planes, L = _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits,
-                                         x_scale, phase)
+                                         x_scale, phase, adc_range, generator)
     r = cfg.adc_range if adc_range is None else adc_range
-    check_range("adc_range", r, 0, 1, lo_open=True)
     (B, N), M, dev, R = X.shape, A.shape[1], X.device, cfg.rows
     P, Mb = planes.digits.shape[0], bits.shape[1]
     out_dtype = X.dtype if X.is_floating_point() else torch.float32
