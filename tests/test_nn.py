@@ -335,3 +335,35 @@ def test_adc_ranges_recalibrate_on_schedule():
     due_forward = [d for n, d in calls if n == "forward"]
     assert due_forward == [True, False, True, False]        # steps 0 and 2 calibrate
     assert float(layer.adc_range[0]) > 0 and math.log2(float(layer.adc_range[0])).is_integer()
+
+
+def test_weight_clip_mask_only_where_the_forward_quantized():
+    """Forward on fp32 saw the unclipped weights: no STE mask on the weight gradient."""
+    torch.manual_seed(11)
+    layer = inn.IMCLinear(16, 8, placement="digital", w_clip="mse")
+    layer.mvm_placements = {"forward": "fp32", "backward": "digital", "weight_grad": "fp32"}
+    ref = nn.Linear(16, 8)
+    ref.load_state_dict({"weight": layer.weight.detach(), "bias": layer.bias.detach()})
+    x, g = torch.rand(5, 16, requires_grad=True), torch.randn(5, 8)
+    layer(x).backward(g)
+    ref(x.detach()).backward(g)
+    assert torch.equal(layer.weight.grad, ref.weight.grad)
+
+
+def test_eval_before_training_leaves_first_calibration_due():
+    net = inn.convert(nn.Sequential(nn.Linear(12, 8)))
+    (layer,) = [m for _, m in inn.imc_layers(net)]
+    net.eval()
+    net(torch.rand(4, 12) * 0.01)                       # fills the missing forward range
+    assert float(layer.adc_range[0]) > 0 and layer._due["forward"]
+    net.train()
+    net(torch.rand(4, 12)).sum().backward()
+    assert not layer._due["forward"]                    # the first training step calibrated
+
+
+def test_conv_positions_survive_a_state_dict_round_trip():
+    conv = inn.convert(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1)))
+    conv(torch.rand(2, 1, 6, 6)).sum().backward()
+    other = inn.convert(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1)))
+    other.load_state_dict(conv.state_dict())
+    assert inn.collect_work(other)["layers"][0]["positions"] == 36

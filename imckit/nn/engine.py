@@ -141,7 +141,7 @@ class TrainingMVMs(torch.autograd.Function):
                 kw = dict(a_bits=cfg.a_bits, a_signed=signed, x_kind="radix4", x_scale=S,
                           phase=cfg.weight_grad_phase)
                 gw = layer._mvm("weight_grad", xl, d1.t(), kw) * xs
-            if wmask is not None:
+            if wmask is not None and fwd_quant:        # STE of the forward's weight clip
                 gw = gw * wmask
         return gx, gw, None
 

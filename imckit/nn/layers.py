@@ -147,7 +147,8 @@ class IMCModule(nn.Module):
                                               percentile=self.cfg.adc_percentile))
             self._candidate[name] = r
             self.adc_range[i] = r
-            self._due[name] = False
+            if self.training:                  # an eval call only fills a missing range
+                self._due[name] = False
         return float(self.adc_range[i])
 
     def _mvm(self, name: str, A: torch.Tensor, X: torch.Tensor, kw: dict) -> torch.Tensor:
@@ -202,7 +203,8 @@ class IMCModule(nn.Module):
                 "writes_pending": self._writes_pending,
                 "work": {m: self._work[m].to_dict() for m in MVMS},
                 "errors": {m: list(v) for m, v in self._errors.items()},
-                "work_steps": self._work_steps, "batch": self._batch}
+                "work_steps": self._work_steps, "batch": self._batch,
+                "positions": int(self.positions)}
 
     def set_extra_state(self, state) -> None:
         for k, s in state.get("generators", {}).items():
@@ -218,6 +220,7 @@ class IMCModule(nn.Module):
         self._errors = {m: list(v) for m, v in state.get("errors", {}).items()} or self._errors
         self._work_steps = state.get("work_steps", 0)
         self._batch = state.get("batch", 0)
+        self.positions = state.get("positions", self.positions)  # of the last call (conv)
 
     def extra_repr(self) -> str:
         pl = ", ".join(f"{m}={p}" for m, p in self.mvm_placements.items())
