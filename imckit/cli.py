@@ -17,14 +17,14 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
+
+from .mapping import ADAPTABILITY, PLACEMENTS       # the one place naming modes and placements
 
 __all__ = ["main", "build_parser"]
 
 DATASETS = ("digits", "mnist5k", "cifar10")
 MODELS = ("mlp", "cnn", "resnet20")
-ADAPTABILITY = ("full", "two-level", "one-level", "none")
-PLACEMENTS = ("fp32", "digital", "imc")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -158,19 +158,12 @@ def _sweep(args, parser) -> int:
 
 def _imc_config(args, parser):
     """The 16 nm preset with --cap-mismatch/--adc-bits/--seed applied."""
-    try:
-        from . import imc
-    except ImportError as e:
-        parser.error(f"--placement imc needs imckit.imc ({e}); use --placement fp32 or digital")
-    base = imc.IMCConfig.jia22_16nm()
-    names = {f.name for f in dataclasses.fields(base)}
+    from . import imc
     upd = {k: v for k, v in (("cap_mismatch", args.cap_mismatch), ("adc_bits", args.adc_bits))
            if v is not None}
-    if "seed" in names:
-        upd["seed"] = args.seed
     try:
-        return dataclasses.replace(base, **upd)
-    except (ValueError, TypeError) as e:
+        return dataclasses.replace(imc.IMCConfig.jia22_16nm(), seed=args.seed, **upd)
+    except ValueError as e:
         parser.error(str(e))
 
 
@@ -184,15 +177,7 @@ def _build(args, parser):
         parser.error("--device cuda: no CUDA device available")
     device = torch.device("cuda" if args.device == "cuda" or (
         args.device == "auto" and torch.cuda.is_available()) else "cpu")
-    convert = None
-    if args.placement != "fp32":                # fp32: the plain torch model, the baseline
-        try:
-            from . import nn as inn
-            convert = inn.convert
-        except (ImportError, AttributeError) as e:
-            parser.error(f"--placement {args.placement} needs imckit.nn.convert ({e}); "
-                         "use --placement fp32")
-    imc_cfg = _imc_config(args, parser) if (convert and args.placement == "imc") else None
+    imc_cfg = _imc_config(args, parser) if args.placement == "imc" else None
     try:
         if args.dataset == "digits":
             ds = data.digits()
@@ -209,15 +194,11 @@ def _build(args, parser):
         model = models.small_cnn(c, ds.n_classes, hw, seed=args.seed)
     else:
         model = models.resnet20(ds.n_classes, c, seed=args.seed)
-    if convert is not None:
-        kw: dict[str, Any] = {"placement": args.placement, "adaptability": args.adaptability,
-                              "keep_ends": args.keep_ends}
-        if imc_cfg is not None:
-            kw["imc"] = imc_cfg
-        if "seed" in {f.name for f in dataclasses.fields(inn.LayerConfig)}:
-            kw["seed"] = args.seed                 # the layers' noise / rounding generators
-        try:
-            model = convert(model, **kw)
+    if args.placement != "fp32":                # fp32: the plain torch model, the baseline
+        from . import nn as inn
+        try:                                    # seed: the layers' noise / rounding generators
+            model = inn.convert(model, placement=args.placement, adaptability=args.adaptability,
+                                keep_ends=args.keep_ends, imc=imc_cfg, seed=args.seed)
         except ValueError as e:
             parser.error(str(e))
     return ds, model.to(device), device, imc_cfg
