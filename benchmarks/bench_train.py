@@ -21,7 +21,8 @@ import time
 
 import torch
 
-from imckit import data, models, train
+from imckit import data, imc, models, train
+from imckit import nn as inn
 
 
 def _epoch_s(model, ds, epochs=1):
@@ -65,14 +66,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        from imckit import imc
-        from imckit import nn as inn
-        inn.convert, imc.IMCConfig.jia22_16nm                      # noqa: B018 (presence check)
-    except (ImportError, AttributeError) as e:
-        print(f"bench_train: skipped, imckit.nn.convert / imckit.imc.IMCConfig.jia22_16nm are not "
-              f"available yet ({e})")
-        return 0
     cfg = imc.IMCConfig.jia22_16nm()
     print(f"bench_train: torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"IMC preset jia22_16nm ({cfg.rows} rows, {cfg.adc_bits}-bit ADC)")

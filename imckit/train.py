@@ -13,9 +13,9 @@ random state (including ``torch.Generator`` attributes found on the model's modu
 history and the data order atomically at the end of every epoch; calling :func:`fit` again with
 the same path resumes, and reaches exactly the numbers of an uninterrupted run (wall times aside).
 
-Hooks into :mod:`imckit.nn` (used when present): ``before_step(model)`` and
-``after_step(model)`` around every optimizer step, ``nonfinite_grad_seen(model)`` as one more
-reason to skip a step, ``collect_work(model)`` for ``History.work``.
+Hooks into :mod:`imckit.nn`: ``before_step(model)`` and ``after_step(model)`` around every
+optimizer step, ``nonfinite_grad_seen(model)`` as one more reason to skip a step,
+``collect_work(model)`` for ``History.work`` (all no-ops for a model without IMC layers).
 """
 from __future__ import annotations
 
@@ -51,8 +51,8 @@ class History:
             (seconds for training + evaluation of that epoch), ``skipped_steps`` (optimizer
             steps skipped for a non-finite loss or gradient).
         config: the run's settings (fit arguments plus the caller's ``config``).
-        work: per-layer, per-MVM work counts from :func:`imckit.nn.collect_work` (None for a
-            model without IMC layers).
+        work: per-layer, per-MVM work counts from :func:`imckit.nn.collect_work` (``layers``
+            empty for a model without IMC layers; None before the first epoch).
 
     >>> h = History(records=[{"epoch": 1, "train_loss": 0.5, "test_accuracy": 0.9,
     ...                       "wall_s": 0.1, "skipped_steps": 0}])
@@ -137,15 +137,6 @@ def learning_rate(schedule: str, lr: float, step: int, total_steps: int) -> floa
         return lr / 10 ** ((frac >= 0.5) + (frac >= 0.75))
     check_choice("schedule", schedule, SCHEDULES)
     raise AssertionError
-
-
-def _nn_hook(name: str) -> Callable | None:
-    """``imckit.nn.<name>`` if that module and function exist (nn may land after train)."""
-    try:
-        from . import nn as inn
-    except ImportError:
-        return None
-    return getattr(inn, name, None)
 
 
 def _generators(model: nn.Module) -> dict[str, torch.Generator]:
@@ -301,8 +292,9 @@ def iter_fit(model: nn.Module, dataset, *, epochs: int = 10, batch_size: int = 6
         rng = {"cpu": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
     gens = _generators(model)
-    before, after = _nn_hook("before_step"), _nn_hook("after_step")
-    nonfinite_seen, collect = _nn_hook("nonfinite_grad_seen"), _nn_hook("collect_work")
+    from . import nn as inn                    # same layer (training glue); imported lazily
+    before, after = inn.before_step, inn.after_step
+    nonfinite_seen, collect = inn.nonfinite_grad_seen, inn.collect_work
 
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.exists():
@@ -320,7 +312,7 @@ def iter_fit(model: nn.Module, dataset, *, epochs: int = 10, batch_size: int = 6
             if k in gens:
                 gens[k].set_state(s)
         history.records = list(state["history"])
-        history.work = collect(model) if collect else None
+        history.work = collect(model)
 
     for cb in cbs:
         cb.on_train_begin(history)
@@ -348,14 +340,12 @@ def iter_fit(model: nn.Module, dataset, *, epochs: int = 10, batch_size: int = 6
                 grads = [p.grad for p in params if p.grad is not None]
                 finite = math.isfinite(loss_value) and (not grads or bool(
                     torch.stack([torch.isfinite(g).all() for g in grads]).all()))
-                if finite and nonfinite_seen is not None and nonfinite_seen(model):
+                if finite and nonfinite_seen(model):
                     finite = False
                 if finite:
-                    if before is not None:
-                        before(model)
+                    before(model)
                     optimizer.step()
-                    if after is not None:
-                        after(model)
+                    after(model)
                     loss_sum += loss_value * len(yb)
                     loss_n += len(yb)
                 else:
@@ -373,7 +363,7 @@ def iter_fit(model: nn.Module, dataset, *, epochs: int = 10, batch_size: int = 6
             "wall_s": time.perf_counter() - t0,
             "skipped_steps": skipped,
         })
-        history.work = collect(model) if collect else None
+        history.work = collect(model)
         if ckpt is not None:
             _save_atomic({"format": _CKPT_FORMAT, "config": run_config,
                           "model": model.state_dict(), "optimizer": optimizer.state_dict(),

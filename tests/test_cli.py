@@ -147,10 +147,6 @@ def test_changed_settings_do_not_resume_a_checkpoint(capsys, tmp_path):
 
 
 def test_imc_run_records_work(capsys, tmp_path):
-    inn = pytest.importorskip("imckit.nn")
-    imc = pytest.importorskip("imckit.imc")
-    if not hasattr(inn, "convert") or not hasattr(imc.IMCConfig, "jia22_16nm"):
-        pytest.skip("imckit.nn.convert / IMCConfig.jia22_16nm not available yet")
     out = tmp_path / "imc.json"
     assert cli.main(["train", "--epochs", "1", "--placement", "imc", "--adaptability", "two-level",
                      "--adc-bits", "6", "--cap-mismatch", "0.004", "--no-progress", "--threads", "1",

@@ -211,10 +211,8 @@ def test_crop_flip_matches_per_image_reference():
 
 
 def _imc_model():
-    inn = pytest.importorskip("imckit.nn")
-    imc = pytest.importorskip("imckit.imc")
-    if not hasattr(inn, "convert") or not hasattr(imc.IMCConfig, "jia22_16nm"):
-        pytest.skip("imckit.nn.convert / IMCConfig.jia22_16nm not available yet")
+    from imckit import imc
+    from imckit import nn as inn
     return inn.convert(models.mlp(64, (32,), seed=0), placement="imc", adaptability="full",
                        imc=imc.IMCConfig.jia22_16nm())
 
