@@ -89,19 +89,27 @@ def noise_budget(cap_mismatch: float, adc_bits: int, rows: int, seed: int, *, m:
     cfg = imc.IMCConfig.jia22_16nm(rows=rows, adc_bits=adc_bits, cap_mismatch=cap_mismatch,
                                    temperature_k=temperature_k, adc_calibration=adc_calibration,
                                    adc_percentile=adc_percentile, seed=seed)
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(rows, m, generator=g)
-    A = torch.round(w / w.abs().max() * 7).to(torch.int64)
-    z = torch.randn(batch, rows, generator=g) + float(torch.distributions.Normal(0, 1).icdf(
-        torch.tensor(1.0 - act_density)))
-    a = torch.relu(z)
-    top = torch.quantile(a[a > 0], 0.99) if bool((a > 0).any()) else torch.tensor(1.0)
-    X = torch.clamp(torch.round(a / top * 15), 0, 15).to(torch.int64)
+    A, X = _operands(rows, m, batch, act_density, torch.Generator().manual_seed(seed))
     split = imc.sqnr_split(A, X, cfg, generator=torch.Generator().manual_seed(seed + 1))
     lsb = None if adc_bits is None else 1.0 / (2 ** adc_bits - 1)
     return {"sqnr_db": {k: _finite(v) for k, v in split.sqnr_db.items()},
             "error_power": split.error_power, "signal_power": split.signal_power,
             "sigma_thermal": cfg.sigma_thermal, "lsb": lsb}
+
+
+def _operands(rows: int, m: int, batch: int, act_density: float, g: torch.Generator):
+    """INT4 weights ``A`` (rows x m) and unsigned INT4 activations ``X`` (batch x rows).
+
+    ``X`` is the ReLU of a Gaussian shifted by ``Phi^-1(act_density)``, so a fraction
+    ``act_density`` of it is non-zero (capped at 1 - 1e-6 so that 1 stays finite).
+    """
+    w = torch.randn(rows, m, generator=g)
+    A = torch.round(w / w.abs().max() * 7).to(torch.int64)
+    shift = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(min(act_density, 1 - 1e-6)))
+    a = torch.relu(torch.randn(batch, rows, generator=g) + shift)
+    top = torch.quantile(a[a > 0], 0.99) if bool((a > 0).any()) else torch.tensor(1.0)
+    X = torch.clamp(torch.round(a / top * 15), 0, 15).to(torch.int64)
+    return A, X
 
 
 @contextlib.contextmanager

@@ -50,6 +50,17 @@ def test_noise_budget_trends_and_seed():
     assert json.loads(json.dumps(a, allow_nan=False)) == a      # strict JSON
 
 
+def test_noise_budget_activation_density():
+    """A fraction ``act_density`` of the activations is non-zero (binomial, 4096 draws)."""
+    for d in (0.1, 0.5, 0.9, 1.0):
+        _, X = experiments._operands(64, 4, 64, d, torch.Generator().manual_seed(0))
+        # a ReLU value rounds to level 0 below 1/30 of the clip: allow that small loss
+        assert d - 0.06 < float((X > 0).float().mean()) <= d + 0.03, d
+    dense = experiments.noise_budget(0.0, 8, 256, seed=0, m=8, batch=16, act_density=0.9)
+    sparse = experiments.noise_budget(0.0, 8, 256, seed=0, m=8, batch=16, act_density=0.1)
+    assert dense["signal_power"] > 4 * sparse["signal_power"]
+
+
 def test_noise_budget_bad_input():
     with pytest.raises(ValueError, match="rows=0"):
         experiments.noise_budget(0.002, 8, 0, seed=0)
