@@ -125,9 +125,12 @@ def cmd_energy(args, argv) -> Path:
                    "adaptability mode and baseline", "recorded": {}, "analytic": {}}
     for net in ACC_FILES:
         specs = [sweep.load_spec(HERE / f) for f in ACC_FILES[net]]
+        # only records of the current sweep files (a folder may hold runs of older settings)
+        ids = {sweep.point_id(s["function"], p, seed, s["fixed"])
+               for s in specs for p, seed in sweep.grid_points(s["grid"], s["seeds"])}
         recs = [r for r in sweep.load_records(specs[0]["out"])
-                if r["params"].get("placement") == "imc" and r["params"]["cap_mismatch"] == 0.002
-                and r["params"]["adc_bits"] == 8]
+                if r["id"] in ids and r["params"]["placement"] == "imc"
+                and r["params"]["cap_mismatch"] == 0.002 and r["params"]["adc_bits"] == 8]
         if not recs:
             raise SystemExit(f"claims.py energy: no {net} accuracy records; run accuracy-{net} first")
         rows = sweep.table(recs)
