@@ -26,6 +26,10 @@ class Work:
     {'macs': 15, 'conversions': 2, 'cycles': 0, 'row_drives': 0, 'write_bits': 8}
     >>> Work.from_dict(w.to_dict()) == w
     True
+    >>> Work.from_dict({"macs": 1.7})
+    Traceback (most recent call last):
+    ...
+    ValueError: macs=1.7 is not allowed: a count must be an int >= 0
     """
 
     macs: int = 0
@@ -59,4 +63,11 @@ class Work:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"work fields {sorted(unknown)} are not known: allowed {sorted(names)}")
-        return cls(**{k: int(v) for k, v in d.items()})
+        # integral floats (e.g. 1e6 from a JSON writer) and numpy integers become ints; anything
+        # else (1.7, True, "5") is left for __post_init__ to reject, never silently truncated
+        def count(v):
+            if isinstance(v, float) and v.is_integer():
+                return int(v)
+            return int(v) if hasattr(v, "__index__") and not isinstance(v, bool) else v
+
+        return cls(**{k: count(v) for k, v in d.items()})
