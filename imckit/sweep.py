@@ -72,6 +72,11 @@ def grid_points(grid: dict[str, Sequence], seeds: Iterable[int]) -> list[tuple[d
         raise ValueError("seeds=[] is not allowed: give at least one seed")
     for s in seeds:
         check_range("seed", s, 0, None, integer=True)
+    for k, v in [*grid.items(), ("seeds", seeds)]:
+        # a repeated value would run the same point twice (same record id)
+        if len({json.dumps(x, sort_keys=True, default=str) for x in v}) < len(v):
+            name = k if k == "seeds" else f"grid.{k}"
+            raise ValueError(f"{name}={list(v)!r} is not allowed: values must be distinct")
     names = list(grid)
     return [(dict(zip(names, values)), int(seed))
             for values in itertools.product(*grid.values()) for seed in seeds]
@@ -163,13 +168,12 @@ def run(fn: str | Callable, grid: dict[str, Sequence], *, seeds: Iterable[int] =
     bar = tqdm(total=len(todo_all), initial=len(todo_all) - len(todo), disable=not progress,
                desc=f"sweep {fn_path}", unit="point")
     jobs = (joblib.delayed(_run_point)(fn_path, p, s, fixed) for _, p, s in todo)
-    by_key = {(json.dumps(p, sort_keys=True), s): i for i, p, s in todo}
     try:
         if todo:
             # backend=None keeps whatever `joblib.parallel_config` the caller set (Ray, Dask).
             kw = {} if backend is None else {"backend": backend}
             for rec in joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered", **kw)(jobs):
-                pid = by_key[(json.dumps(rec["params"], sort_keys=True), rec["seed"])]
+                pid = point_id(fn_path, rec["params"], rec["seed"], fixed)
                 rec = {"id": pid, **common, **rec}
                 _write_atomic(out / f"{pid}.json", rec)
                 new.append(rec)

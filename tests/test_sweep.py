@@ -63,6 +63,8 @@ def test_parallel_and_serial_runs_give_identical_records(tmp_path, backend):
     ("function: sweep_points:noisy\ngrid: {x: []}\n", "grid.x=[]"),
     ("function: sweep_points:noisy\ngrid: {x: [1]}\nseeds: [-1]\n", "seed=-1"),
     ("function: sweep_points:noisy\ngrid: {x: [1]}\ncolour: red\n", "unknown key(s) ['colour']"),
+    ("function: sweep_points:noisy\ngrid: {x: [1, 2, 1]}\n", "grid.x=[1, 2, 1]"),
+    ("function: sweep_points:noisy\ngrid: {x: [1]}\nseeds: [0, 0]\n", "seeds=[0, 0]"),
     ("function: sweep_points:noisy\ngrid: [1, 2\n", "not valid YAML/JSON at line"),
     ("[1, 2]\n", "must hold a mapping"),
 ])
