@@ -31,13 +31,13 @@ import numpy as np
 import torch
 
 from ._validate import check_choice, check_range
+from .mapping import PLACEMENTS   # fp32 here = the plain torch model, every MVM unquantized
 
 __all__ = ["noise_budget", "accuracy", "summarize", "write_mini_cifar", "DATASETS", "MODELS",
            "BASELINES", "PLACEMENTS"]
 
 DATASETS = ("digits", "mnist5k", "cifar10")
 MODELS = ("mlp", "cnn", "resnet20")
-PLACEMENTS = ("fp32", "digital", "imc")
 #: Digital baselines the recorded work is priced against (names of imckit.energy.BASELINES).
 BASELINES = ("fp32", "fp16", "int8", "int8-lean")
 
