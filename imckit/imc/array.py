@@ -13,16 +13,18 @@ from .planes import X_KINDS, as_tensor, input_planes, stored_planes, tiles
 
 
 @functools.lru_cache(maxsize=8)
-def _chip_z(seed, rows, cols, n_row_tiles, n_col_tiles, device):
-    """Unit-normal mismatch z of tiles (t, c), each from its own generator seeded by
-    (seed, t, c): a tile's pattern does not depend on how many tiles a call uses."""
+def _chip_caps(seed, rows, cols, n_row_tiles, n_col_tiles, sigma, device):
+    """Capacitors of a simulated chip in units of C_u: ``cap = 1 + sigma z`` per bit cell and
+    ``den`` (T, Ct*cols), their sum over ALL R rows of each tile (unused rows share charge
+    too). The unit normals z of tile (t, c) come from their own generator seeded by (seed, t, c):
+    a tile's pattern does not depend on how many tiles a call uses."""
     z = torch.empty(n_row_tiles * rows, n_col_tiles * cols)
     for t in range(n_row_tiles):
         for c in range(n_col_tiles):
             g = torch.Generator().manual_seed((seed * 1_000_003 + t * 7919 + c * 104_729) % 2**63)
             z[t * rows:(t + 1) * rows, c * cols:(c + 1) * cols] = torch.randn(rows, cols, generator=g)
-    zsum = z.view(n_row_tiles, rows, -1).sum(1)                    # (T, Ct*cols): over ALL rows
-    return z.to(device), zsum.to(device)
+    den = rows + sigma * z.view(n_row_tiles, rows, -1).sum(1)
+    return (1.0 + sigma * z).to(device), den.to(device)
 
 
 def _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits, x_scale, phase, adc_range=None,
@@ -133,11 +135,10 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
     if cycles == 0 or M == 0:
         y = torch.zeros(B, M, dtype=out_dtype, device=dev)
         return (y, work) if report else y
-    if cfg.cap_mismatch > 0:
-        n_tiles, n_col_tiles = -(-N // R), -(-Mb // cfg.columns)
-        z, zsum = _chip_z(cfg.seed, R, cfg.columns, n_tiles, n_col_tiles, dev)
-        W = bits * (1.0 + cfg.cap_mismatch * z[:N, :Mb])           # mismatch folded into bits
-        den = R + cfg.cap_mismatch * zsum[:, :Mb]                   # (T, Mb): all R caps share
+    if cfg.cap_mismatch > 0:                                        # mismatch folded into bits
+        cap, den = _chip_caps(cfg.seed, R, cfg.columns, -(-N // R), -(-Mb // cfg.columns),
+                              cfg.cap_mismatch, dev)
+        W, den = bits.mul_(cap[:N, :Mb]), den[:, :Mb]              # den: (T, Mb)
     else:
         W, den = bits, None
     fs = R * (L - 1)                                                # full-scale count
