@@ -120,6 +120,18 @@ def as_tensor(x: Any, name: str = "x") -> tuple[torch.Tensor, bool]:
     return x, was_numpy
 
 
+def int_tensor(name: str, t: Any, lo: int, hi: int, allowed: str) -> tuple[torch.Tensor, bool]:
+    """``t`` as an integer tensor with entries lo..hi (and whether it came as numpy), else a
+    ValueError naming ``name``; what decoders take."""
+    was_np = not isinstance(t, torch.Tensor)
+    c = torch.as_tensor(t)
+    if c.dtype.is_floating_point or c.dtype.is_complex or c.dtype == torch.bool:
+        raise ValueError(f"{name} has dtype {c.dtype}: an integer tensor is needed")
+    if c.numel() and (int(c.min()) < lo or int(c.max()) > hi):
+        raise ValueError(f"{name} has entries outside {lo}..{hi}: allowed {allowed}")
+    return c, was_np
+
+
 def back(t: torch.Tensor, was_numpy: bool):
     """Return ``t`` as the kind of input it came from."""
     return t.numpy() if was_numpy else t

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from .._validate import check_range
-from ._core import Format, as_tensor, back, check_common, make_generator, uniform_like
+from ._core import (Format, as_tensor, back, check_common, int_tensor, make_generator,
+                    uniform_like)
 
 
 @dataclass(frozen=True)
@@ -106,13 +107,7 @@ class Int(Format):
         """``q * delta`` for integer levels ``q`` (tensor or array, entries qmin..qmax)."""
         check_common("nearest", phase, None)
         scale = self.check_scale(scale)
-        was_np = not isinstance(q, torch.Tensor)
-        c = torch.as_tensor(q)
-        if c.dtype.is_floating_point or c.dtype.is_complex or c.dtype == torch.bool:
-            raise ValueError(f"q has dtype {c.dtype}: an integer tensor is needed")
-        if c.numel() and (int(c.min()) < self.qmin or int(c.max()) > self.qmax):
-            raise ValueError(f"q has entries outside {self.qmin}..{self.qmax}: allowed the "
-                             f"levels of {self.name}")
+        c, was_np = int_tensor("q", q, self.qmin, self.qmax, f"the levels of {self.name}")
         return back(c.to(torch.float64).mul(self.delta(scale, phase)).to(dtype), was_np)
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from .._validate import check_range
-from ._core import (Format, as_tensor, back, check_common, check_scale, log2_int,
+from ._core import (Format, as_tensor, back, int_tensor, check_common, check_scale, log2_int,
                     make_generator, uniform_like)
 
 # (integer view dtype, mantissa bits, exponent bits) of the float dtypes we compute in.
@@ -186,13 +186,7 @@ class Radix4(Format):
         """Values of radix-4 codes (integer tensor or array with entries 0 .. 2**(bits)-1)."""
         check_common("nearest", phase, None)
         scale = self.check_scale(scale)
-        was_np = not isinstance(codes, torch.Tensor)
-        c = torch.as_tensor(codes)
-        if c.dtype.is_floating_point or c.dtype.is_complex or c.dtype == torch.bool:
-            raise ValueError(f"codes has dtype {c.dtype}: an integer tensor is needed")
-        n = 1 << self.bits
-        if c.numel() and (int(c.min()) < 0 or int(c.max()) >= n):
-            raise ValueError(f"codes has entries outside 0..{n - 1}: allowed radix-4 codes "
-                             f"(sign << {self.exp_bits}) | e")
+        c, was_np = int_tensor("codes", codes, 0, (1 << self.bits) - 1,
+                               f"radix-4 codes (sign << {self.exp_bits}) | e")
         out = self._table(scale, phase, dtype, c.device)[c.long()]
         return back(out, was_np)
