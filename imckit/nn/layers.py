@@ -26,6 +26,14 @@ MVMS = tuple(MVM_INDEX)
 class IMCModule(nn.Module):
     """Shared machinery of the IMC layers (not used directly)."""
 
+    def _copy_params(self, src: nn.Module) -> "IMCModule":
+        """Copy ``src``'s weight (and bias) into this layer; on ``src``'s device."""
+        with torch.no_grad():
+            self.weight.copy_(src.weight)
+            if src.bias is not None:
+                self.bias.copy_(src.bias)
+        return self.to(src.weight.device)
+
     def _setup(self, cfg: LayerConfig, layer_index: int) -> None:
         self.cfg = cfg
         self.layer_index = int(layer_index)
@@ -259,11 +267,7 @@ class IMCLinear(IMCModule):
         """An :class:`IMCLinear` with a copy of ``linear``'s weights."""
         new = cls(linear.in_features, linear.out_features, cfg, bias=linear.bias is not None,
                   layer_index=layer_index, **overrides)
-        with torch.no_grad():
-            new.weight.copy_(linear.weight)
-            if linear.bias is not None:
-                new.bias.copy_(linear.bias)
-        return new.to(linear.weight.device)
+        return new._copy_params(linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.all_fp32:
@@ -322,11 +326,7 @@ class IMCConv2d(IMCModule):
         new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
                   conv.padding, conv.dilation, cfg, bias=conv.bias is not None,
                   layer_index=layer_index, **overrides)
-        with torch.no_grad():
-            new.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                new.bias.copy_(conv.bias)
-        return new.to(conv.weight.device)
+        return new._copy_params(conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.all_fp32:
