@@ -34,6 +34,23 @@ def _register_ipython_display(dpi: float = 100) -> None:
     ip.display_formatter.formatters["image/png"].for_type(Figure, lambda f: to_png(f, dpi=dpi))
 
 
+def markdown_table(rows, cols, fmt=None):
+    """A list of dicts as a Markdown table for a notebook cell (``fmt``: {column: format spec}).
+
+    >>> print(markdown_table([{"mode": "full", "x": 478.2}], ["mode", "x"], {"x": ".0f"}).data)
+    | mode | x |
+    |---|---|
+    | full | 478 |
+    """
+    from IPython.display import Markdown
+
+    fmt = fmt or {}
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(format(r[c], fmt.get(c, "")) for c in cols) + " |")
+    return Markdown("\n".join(lines))
+
+
 def figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] = (6.4, 3.6),
            squeeze: bool = True, **subplot_kw):
     """A pyplot-free figure with a grid of axes, laid out with constrained layout.
