@@ -133,7 +133,8 @@ def test_work_counts_by_hand():
                       [3, 2, 0, 0, 4, 4]])     # tile 0: plane 0 (1 row), plane 1 (2 rows); tile 1: plane 2 (2 rows)
     cfg = imc.IMCConfig.ideal(rows=4)
     _, w = imc.mvm(A, X, cfg, a_bits=3, x_bits=3, report=True)
-    assert w == Work(macs=2 * 6 * 2, conversions=4 * 6, cycles=4, row_drives=6, write_bits=36)
+    assert w == Work(macs=2 * 6 * 2, conversions=4 * 6, cycles=4, row_drives=6, write_bits=36,
+                     outputs=4)
     _, w = imc.mvm(A, X, cfg, a_bits=3, x_bits=3, report=True, count_write=False)
     assert w.write_bits == 0
 
@@ -359,6 +360,23 @@ def test_sqnr_split_16nm_analog_noise_below_quantization():
 def test_bad_config_names_field_and_value(field, value):
     with pytest.raises(ValueError, match=rf"{field}={value!r}"):
         imc.IMCConfig(**{field: value})
+
+
+FLOAT_FIELDS = [f.name for f in dataclasses.fields(imc.IMCConfig) if f.type == "float"]
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+@pytest.mark.parametrize("field", FLOAT_FIELDS)
+def test_config_rejects_non_finite_floats(field, value):
+    # issue 11: inf passed in temperature_k, adc_noise_lsb, cap_unit_ff, col_parasitic_ff, v_dd
+    # and mvm then returned -3456 for an exact 3
+    with pytest.raises(ValueError, match=rf"^{field}={value!r} is not (finite|a number)"):
+        imc.IMCConfig(**{field: value})
+
+
+def test_config_float_fields_are_the_ones_checked():
+    assert {"temperature_k", "adc_noise_lsb", "cap_unit_ff", "col_parasitic_ff",
+            "v_dd"} <= set(FLOAT_FIELDS)
 
 
 @pytest.mark.parametrize("A,X,kw,match", [
