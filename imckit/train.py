@@ -16,6 +16,16 @@ the same path resumes, and reaches exactly the numbers of an uninterrupted run (
 Hooks into :mod:`imckit.nn`: ``before_step(model)`` and ``after_step(model)`` around every
 optimizer step, ``nonfinite_grad_seen(model)`` as one more reason to skip a step,
 ``collect_work(model)`` for ``History.work`` (all no-ops for a model without IMC layers).
+
+Divergence rule: a step whose loss or gradient is not finite is skipped (the weights stay as
+they were). After ``skip_patience`` consecutive skipped steps the learning rate is halved (a
+warning says so; the factor stays for the rest of the run and travels in the checkpoint), at
+most ``max_lr_halvings`` times; one more run of ``skip_patience`` skipped steps raises
+:class:`DivergenceError` (CLI: one line, exit status 1). Nothing is written then, so the last
+checkpoint, from the end of the last finished epoch, is kept.
+
+A checkpoint that cannot be read (empty, truncated, not written by this loop) raises
+:class:`CheckpointError` naming it; delete it (CLI: ``--restart``) to start over.
 """
 from __future__ import annotations
 
@@ -23,6 +33,7 @@ import contextlib
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -34,11 +45,20 @@ from tqdm.auto import tqdm
 
 from ._validate import check_choice, check_range
 
-__all__ = ["History", "Callback", "LivePlot", "fit", "iter_fit", "learning_rate", "SCHEDULES"]
+__all__ = ["History", "Callback", "LivePlot", "fit", "iter_fit", "learning_rate", "SCHEDULES",
+           "DivergenceError", "CheckpointError"]
 
 SCHEDULES = ("constant", "cosine", "step")
 AUGMENTS = (None, "crop-flip")
 _CKPT_FORMAT = 1
+
+
+class DivergenceError(RuntimeError):
+    """Training diverged: non-finite steps went on after every learning-rate halving."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file exists but cannot be read as one of this loop's checkpoints."""
 
 
 @dataclass
@@ -186,9 +206,33 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
+    """``torch.save`` to a temp file, then rename; the temp file is removed if anything fails."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _load_checkpoint(path: Path) -> dict:
+    """The checkpoint's state dict; :class:`CheckpointError` (one line) if it cannot be read."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:           # empty, truncated, garbage, a foreign pickle
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        size = path.stat().st_size if path.exists() else 0
+        raise CheckpointError(
+            f"checkpoint={str(path)!r} cannot be read ({size} bytes; {type(exc).__name__}: "
+            f"{reason}): it is empty, truncated or not an imckit checkpoint; delete it (CLI: "
+            "--restart) to start over") from None
+    need = {"format", "config", "model", "optimizer", "data_gen", "rng_cpu", "generators",
+            "history"}
+    if not isinstance(state, dict) or not need <= set(state):
+        raise CheckpointError(f"checkpoint={str(path)!r} is not an imckit training checkpoint "
+                              "(keys missing); delete it (CLI: --restart) to start over")
+    return state
 
 
 @contextlib.contextmanager
@@ -210,15 +254,42 @@ def _own_rng(state: dict, device: torch.device):
         torch.set_rng_state(outer)
 
 
-def _check_args(epochs, batch_size, lr, momentum, weight_decay, schedule, seed, augment):
+def _check_args(epochs, batch_size, lr, momentum, weight_decay, schedule, seed, augment,
+                skip_patience=10, max_lr_halvings=3):
     check_range("epochs", epochs, 1, None, integer=True)
     check_range("batch_size", batch_size, 1, None, integer=True)
-    check_range("lr", lr, 0, None, lo_open=True)
+    check_range("lr", lr, 0, None, lo_open=True)             # finite: inf gave NaN weights
     check_range("momentum", momentum, 0, 1)
-    check_range("weight_decay", weight_decay, 0, None)
+    check_range("weight_decay", weight_decay, 0, None)       # finite, as lr
+    check_range("skip_patience", skip_patience, 1, None, integer=True)
+    check_range("max_lr_halvings", max_lr_halvings, 0, 60, integer=True)
     check_choice("schedule", schedule, SCHEDULES)
     check_range("seed", seed, 0, 2 ** 63 - 1, integer=True)
     check_choice("augment", augment, AUGMENTS)
+
+
+def _back_off(backoff: dict, patience: int, max_halvings: int, lr: float, epoch: int,
+              step: int, ckpt: Path | None, bar) -> None:
+    """One more skipped step: halve the learning rate, or stop, per the divergence rule."""
+    backoff["streak"] += 1
+    if backoff["streak"] < patience:
+        return
+    backoff["streak"] = 0
+    if backoff["halvings"] < max_halvings:
+        backoff["halvings"] += 1
+        backoff["lr_scale"] /= 2
+        warnings.warn(f"{patience} consecutive steps had a non-finite loss or gradient (epoch "
+                      f"{epoch + 1}, step {step + 1}): learning rate halved to "
+                      f"{backoff['lr_scale']:g} x lr ({backoff['halvings']} of {max_halvings} "
+                      "halvings)", RuntimeWarning, stacklevel=4)
+        return
+    bar.close()
+    kept = (f"; the last good checkpoint {str(ckpt)!r} (end of the last finished epoch) is kept"
+            if ckpt is not None and ckpt.exists() else "")
+    raise DivergenceError(
+        f"training diverged at epoch {epoch + 1}, step {step + 1}: {patience} consecutive steps "
+        f"had a non-finite loss or gradient after {max_halvings} learning-rate halvings "
+        f"(lr={lr:g} -> {lr * backoff['lr_scale']:g}); lower lr{kept}")
 
 
 def fit(model: nn.Module, dataset, **kwargs) -> History:
@@ -241,7 +312,8 @@ def iter_fit(model: nn.Module, dataset, *, epochs: int = 10, batch_size: int = 6
              schedule: str = "cosine", seed: int = 0, augment: str | None = None,
              callbacks: Sequence[Callback | Callable[[History], Any]] = (),
              checkpoint: str | os.PathLike | None = None, progress: bool = True,
-             config: dict | None = None) -> Iterator[History]:
+             config: dict | None = None, skip_patience: int = 10,
+             max_lr_halvings: int = 3) -> Iterator[History]:
     """Train with SGD + momentum, yielding the :class:`History` after every epoch.
 
     Args:
@@ -262,6 +334,11 @@ def iter_fit(model: nn.Module, dataset, *, epochs: int = 10, batch_size: int = 6
         progress: show a tqdm bar per epoch.
         config: extra JSON-able settings recorded in ``History.config``; a checkpoint only
             resumes a run whose settings all match.
+        skip_patience: consecutive skipped (non-finite) steps before the learning rate is
+            halved, or, after ``max_lr_halvings`` halvings, before the run stops (>= 1; 10:
+            isolated overflows, which the loop skips, never reach it).
+        max_lr_halvings: learning-rate halvings before a run of skipped steps stops the run
+            (0..60; 3: down to 1/8 of ``lr``, a mistyped ``lr`` then fails fast).
 
     Yields:
         The same :class:`History` object, after each epoch that ran (once, unchanged, when a
@@ -269,8 +346,11 @@ def iter_fit(model: nn.Module, dataset, *, epochs: int = 10, batch_size: int = 6
 
     Raises:
         ValueError: a bad argument, or a checkpoint written by a run with other settings.
+        CheckpointError: the checkpoint file cannot be read (a ``ValueError``).
+        DivergenceError: non-finite steps went on after every halving (module docstring).
     """
-    _check_args(epochs, batch_size, lr, momentum, weight_decay, schedule, seed, augment)
+    _check_args(epochs, batch_size, lr, momentum, weight_decay, schedule, seed, augment,
+                skip_patience, max_lr_halvings)
     cbs = [c if isinstance(c, Callback) else LivePlot(c) for c in callbacks]
     device = next(model.parameters()).device
     x_tr, y_tr = dataset.x_train.to(device), dataset.y_train.to(device)
@@ -296,9 +376,11 @@ def iter_fit(model: nn.Module, dataset, *, epochs: int = 10, batch_size: int = 6
     before, after = inn.before_step, inn.after_step
     nonfinite_seen, collect = inn.nonfinite_grad_seen, inn.collect_work
 
+    # divergence back-off: learning-rate factor, halvings so far, consecutive skipped steps
+    backoff = {"lr_scale": 1.0, "halvings": 0, "streak": 0}
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = _load_checkpoint(ckpt)
         if state.get("format") != _CKPT_FORMAT or state.get("config") != run_config:
             old = state.get("config") or {}
             diff = sorted(k for k in set(old) | set(run_config) if old.get(k) != run_config.get(k))
@@ -313,6 +395,7 @@ def iter_fit(model: nn.Module, dataset, *, epochs: int = 10, batch_size: int = 6
                 gens[k].set_state(s)
         history.records = list(state["history"])
         history.work = collect(model)
+        backoff.update(state.get("backoff") or {})
 
     for cb in cbs:
         cb.on_train_begin(history)
@@ -332,7 +415,8 @@ def iter_fit(model: nn.Module, dataset, *, epochs: int = 10, batch_size: int = 6
                 if augment == "crop-flip":
                     xb = _augment_crop_flip(xb, data_gen)
                 for g in optimizer.param_groups:
-                    g["lr"] = learning_rate(schedule, lr, epoch * steps_per_epoch + i, total_steps)
+                    g["lr"] = backoff["lr_scale"] * learning_rate(
+                        schedule, lr, epoch * steps_per_epoch + i, total_steps)
                 optimizer.zero_grad(set_to_none=True)
                 loss = F.cross_entropy(model(xb), yb)
                 loss_value = float(loss.detach())
@@ -348,9 +432,11 @@ def iter_fit(model: nn.Module, dataset, *, epochs: int = 10, batch_size: int = 6
                     after(model)
                     loss_sum += loss_value * len(yb)
                     loss_n += len(yb)
+                    backoff["streak"] = 0
                 else:
                     skipped += 1
                     optimizer.zero_grad(set_to_none=True)
+                    _back_off(backoff, skip_patience, max_lr_halvings, lr, epoch, i, ckpt, bar)
                 bar.update(1)
                 if progress and i % 10 == 0:
                     bar.set_postfix(loss=f"{loss_value:.3f}")
@@ -370,7 +456,7 @@ def iter_fit(model: nn.Module, dataset, *, epochs: int = 10, batch_size: int = 6
                           "data_gen": data_gen.get_state(), "rng_cpu": rng["cpu"],
                           "rng_cuda": rng["cuda"],
                           "generators": {k: g.get_state() for k, g in gens.items()},
-                          "history": history.records}, ckpt)
+                          "history": history.records, "backoff": dict(backoff)}, ckpt)
         for cb in cbs:
             cb.on_epoch_end(history)
         yield history

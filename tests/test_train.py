@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -254,3 +255,81 @@ def test_resnet20_with_crop_flip_runs_and_resumes(tmp_path):
     resumed = train.fit(model, ds, checkpoint=ckpt, **kw)
     assert _strip(resumed.records) == _strip(ref.records)
     assert torch.equal(model.blocks[0].bn1.running_mean, ref_model.blocks[0].bn1.running_mean)
+
+
+# --- issue 11: non-finite settings, divergence, unreadable checkpoints ------------------------
+
+@pytest.mark.parametrize("kw, needle", [
+    ({"lr": float("inf")}, "lr=inf is not finite"),
+    ({"lr": float("nan")}, "lr=nan is not a number"),
+    ({"weight_decay": float("inf")}, "weight_decay=inf is not finite"),
+    ({"skip_patience": 0}, "skip_patience=0 is out of range"),
+    ({"max_lr_halvings": -1}, "max_lr_halvings=-1 is out of range"),
+])
+def test_nonfinite_or_bad_settings_are_refused_before_training(digits, kw, needle):
+    model = models.mlp(64, (16,))
+    before = _weights(model).clone()
+    with pytest.raises(ValueError) as e:
+        train.fit(model, digits, epochs=1, progress=False, **kw)
+    assert needle in str(e.value) and "allowed" in str(e.value) and "\n" not in str(e.value)
+    assert torch.equal(_weights(model), before)
+
+
+def test_huge_lr_diverges_after_bounded_backoff(digits):
+    with pytest.warns(RuntimeWarning, match="learning rate halved") as seen, \
+            pytest.raises(train.DivergenceError) as e:
+        train.fit(models.mlp(64, (64,)), digits, epochs=1, batch_size=16, lr=1e6, progress=False)
+    assert len([w for w in seen if "halved" in str(w.message)]) == 3
+    msg = str(e.value)
+    assert "diverged at epoch 1" in msg and "3 learning-rate halvings" in msg and "\n" not in msg
+    assert isinstance(e.value, RuntimeError)
+
+
+def test_divergence_keeps_the_last_good_checkpoint(digits, tmp_path):
+    ckpt = tmp_path / "run.ckpt"
+    model = NaNAt(models.mlp(64, (32,)), calls=range(30, 10 ** 6))    # NaN from step 7 of epoch 2
+    with pytest.warns(RuntimeWarning), pytest.raises(train.DivergenceError,
+                                                     match=r"run\.ckpt.*is kept"):
+        train.fit(model, digits, epochs=4, checkpoint=ckpt, progress=False)
+    state = torch.load(ckpt, weights_only=True)
+    assert [r["epoch"] for r in state["history"]] == [1, 2]            # 23 steps per epoch
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_backoff_recovers_from_a_burst_and_is_checkpointed(digits, tmp_path):
+    ckpt = tmp_path / "run.ckpt"
+    model = NaNAt(models.mlp(64, (64,)), calls=range(5, 15))         # 10 non-finite steps
+    with pytest.warns(RuntimeWarning, match=r"halved to 0.5 x lr \(1 of 3"):
+        h = train.fit(model, digits, epochs=2, checkpoint=ckpt, progress=False)
+    assert [r["skipped_steps"] for r in h.records] == [10, 0] and h.test_accuracy[-1] > 0.8
+    assert torch.load(ckpt, weights_only=True)["backoff"] == {"lr_scale": 0.5, "halvings": 1,
+                                                               "streak": 0}
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage", "other-pickle"])
+def test_unreadable_checkpoint_is_one_clear_line(digits, tmp_path, damage):
+    ckpt = tmp_path / "run.ckpt"
+    train.fit(models.mlp(64, (16,)), digits, epochs=1, checkpoint=ckpt, progress=False)
+    blob = ckpt.read_bytes()
+    if damage == "other-pickle":
+        torch.save({"weights": torch.zeros(2)}, ckpt)
+    else:
+        ckpt.write_bytes({"empty": b"", "truncated": blob[:len(blob) // 2],
+                          "garbage": b"\x00not a checkpoint" * 10}[damage])
+    with pytest.raises(train.CheckpointError) as e:
+        train.fit(models.mlp(64, (16,)), digits, epochs=2, checkpoint=ckpt, progress=False)
+    msg = str(e.value)
+    assert str(ckpt) in msg and "--restart" in msg and "\n" not in msg
+    assert isinstance(e.value, ValueError)
+
+
+def test_failed_checkpoint_write_leaves_no_temp_file(digits, tmp_path, monkeypatch):
+    ckpt = tmp_path / "run.ckpt"
+
+    def full_disk(obj, path):
+        Path(path).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        train.fit(models.mlp(64, (16,)), digits, epochs=1, checkpoint=ckpt, progress=False)
+    assert list(tmp_path.iterdir()) == []
