@@ -5,6 +5,7 @@ bfloat16 / float16 casts and dtype bit patterns, statistics of seeded samples, a
 """
 import dataclasses
 import math
+import re
 
 import numpy as np
 import pytest
@@ -495,3 +496,127 @@ def test_cuda_matches_cpu():
     assert GradScale("delayed").scale_for(xc) == GradScale("max").scale_for(x)
     assert error_stats(xc, R4, scale=0.25).sqnr_db == pytest.approx(
         error_stats(x, R4, scale=0.25).sqnr_db)
+
+
+# -- edge cases of issue 11 -----------------------------------------------------------------
+F64 = torch.float64
+
+
+def test_int_huge_scale_gives_finite_correct_values():
+    # issue 11: quantize(x, Int(4), scale=1e100) gave NaN even for 0 (the float32 step was inf)
+    x = torch.tensor([0.0, 1.0, -3e38, 3e38])
+    assert quantize(x, Int(4), scale=1e100).tolist() == [0.0, 0.0, 0.0, 0.0]
+    x64 = torch.tensor([0.0, 1e99, 2e100], dtype=F64)
+    assert quantize(x64, Int(4), scale=1e100).tolist() == [0.0, 1e100 / 7, 1e100]
+
+
+def test_int_tiny_scale_gives_finite_correct_values():
+    # a float32 step of 1e-300/7 is 0: 0/0 gave NaN
+    assert quantize(torch.tensor([0.0, 1.0]), Int(4), scale=1e-300).tolist() == [0.0, 0.0]
+    x64 = torch.tensor([0.0, 3e-301, 1.0], dtype=F64)
+    got = quantize(x64, Int(4), scale=1e-300).tolist()
+    assert got == [0.0, 2 * (1e-300 / 7), 1e-300]
+    assert Int(4)._work_dtype(torch.zeros(1), 0.7, 0) == torch.float32   # the usual path
+
+
+@pytest.mark.parametrize("fmt, scale", [(Int(4), 1e-320), (FP8E4M3, 5e-324), (FP16, 1e-310),
+                                        (R4, 2.0 ** -1010), (R4, 2.0 ** 1023)])
+def test_scale_whose_step_underflows_is_rejected(fmt, scale):
+    # before: NaN (Int, minifloats) or a message naming the phase-scaled top (radix-4)
+    msg = re.escape(f"scale={scale!r} is out of range for {fmt.name}: allowed")
+    with pytest.raises(ValueError, match="^" + msg):
+        quantize(torch.zeros(2, dtype=F64), fmt, scale=scale, phase=1)
+    lo, hi = fmt.scale_bounds()
+    for s in (lo, hi):
+        for phase in (0, 1):
+            y = quantize(torch.tensor([0.0, hi, -lo], dtype=F64), fmt, scale=s, phase=phase)
+            assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, 1001, "10", float("inf")])
+def test_clip_scale_candidates_are_validated(bad):
+    # issue 11: candidates=0 raised ZeroDivisionError
+    with pytest.raises(ValueError, match=rf"^candidates={bad!r}"):
+        clip_scale(torch.randn(20), Int(4), rule="mse", candidates=bad)
+
+
+def test_clip_scale_mse_keeps_its_choice_and_works_at_any_magnitude():
+    w = torch.randn(5000, generator=gen(3))
+    base = clip_scale(w, Int(4), rule="mse")
+    for k in (-1000, -300, -40, 40, 300, 1000):          # a power-of-two rescale: same choice
+        w64 = w.to(F64) * 2.0 ** k
+        assert clip_scale(w64, Int(4), rule="mse") == base * 2.0 ** k
+    assert clip_scale(w.to(F64) * 2.0 ** 60, R4, rule="mse") == clip_scale(w, R4, rule="mse") * 2.0 ** 60
+
+
+def test_clip_scale_extreme_w_gives_a_usable_scale_or_names_w():
+    # before: OverflowError (radix-4, radix-2 FP4) and scales quantize then rejected
+    for fmt in (R4, Radix2FP4):
+        with pytest.raises(ValueError, match=r"^w has max\|w\|=1.7e\+308: no .* scale covers it"):
+            clip_scale(torch.tensor([1.7e308], dtype=F64), fmt)
+    for fmt in (R4, Int(4), FP16, FP8E4M3):
+        for rule in ("max", "mse"):
+            s = clip_scale(torch.tensor([5e-324, 0.0], dtype=F64), fmt, rule=rule)
+            assert fmt.scale_bounds()[0] == s
+            assert quantize(torch.tensor([5e-324], dtype=F64), fmt, scale=s).tolist() == [0.0]
+
+
+def test_gradscale_stays_finite_at_any_magnitude():
+    # before: OverflowError for max|g| > 2**1023; delayed backoff ran S to inf, growth to 0
+    from imckit.formats.gradscale import S_MAX, S_MIN
+    gs = GradScale()
+    assert gs.scale_for(torch.tensor([1.7e308], dtype=F64)) == S_MAX and gs.saturated
+    assert GradScale().scale_for(torch.tensor([5e-324], dtype=F64)) == S_MIN
+    up = GradScale("delayed", init_scale=1.0)
+    down = GradScale("delayed", init_scale=1.0, growth_interval=1)
+    for _ in range(1100):
+        up.scale_for(torch.tensor([float("inf")]))
+        down.scale_for(torch.tensor([0.0]))
+    assert (up.scale, down.scale) == (S_MAX, S_MIN)
+    for s in (up.scale, down.scale):
+        assert torch.isfinite(quantize(torch.ones(2), R4, scale=s)).all()
+    with pytest.raises(ValueError, match=r"^init_scale=.* is out of range"):
+        GradScale("delayed", init_scale=2.0 ** 1000)
+
+
+SPECIAL_FORMATS = [Int(4), Int(3, signed=False), R4, FP8E4M3, FP8E5M2, FP16, BF16, FP4E2M1,
+                   Radix2FP4]
+
+
+@pytest.mark.parametrize("fmt", SPECIAL_FORMATS, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, F64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_nan_and_inf_behave_as_documented(fmt, dtype, rounding):
+    # quantize's docstring: NaN in, NaN out; +-inf saturates to the clip range
+    x = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=dtype)
+    for phase in (0, 1):
+        y = quantize(x, fmt, phase=phase, rounding=rounding, generator=0)
+        lo, hi = fmt.clip_range(1.0, phase)
+        assert math.isnan(y[0]) and y.dtype == dtype
+        assert y[1:].tolist() == [torch.tensor(hi, dtype=dtype).item(),
+                                  torch.tensor(lo, dtype=dtype).item()]
+
+
+def test_non_saturating_formats_and_encode_special_values():
+    x = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    assert quantize(x, FP32).tolist()[1:] == [math.inf, -math.inf]
+    e4m3_cast = formats.Minifloat(4, 3, 7, specials="fn", saturate=False)
+    assert all(math.isnan(v) for v in quantize(x, e4m3_cast).tolist())
+    assert R4.encode(x[1:]).tolist() == [7, 15] and Int(4).encode(x[1:]).tolist() == [7, -7]
+    for fmt in (R4, Int(4)):
+        with pytest.raises(ValueError, match="NaN"):
+            fmt.encode(x[:1])
+
+
+def test_grid_values_beyond_the_dtype_become_inf_as_documented():
+    # BF16's grid value of 65504 is 65536, beyond float16: inf, as a cast would give
+    assert quantize(torch.tensor([65504.0], dtype=torch.float16), BF16).tolist() == [math.inf]
+    # a top level within the dtype keeps every finite input finite
+    x = torch.tensor([3.4e38, -3.4e38, 1.0])
+    top = torch.finfo(torch.float32).max
+    for fmt, s in ((Int(4), top), (Int(8), top), (R4, 2.0 ** 127), (FP8E4M3, top / 448)):
+        assert torch.isfinite(quantize(x, fmt, scale=s)).all()
+    for dtype in (torch.float16, torch.bfloat16):
+        top = torch.finfo(dtype).max
+        xs = torch.tensor([top, -top, 1.0], dtype=dtype)
+        assert torch.isfinite(quantize(xs, Int(4), scale=top)).all()

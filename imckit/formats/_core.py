@@ -8,6 +8,7 @@ plain torch tensors under ``torch.no_grad()``.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,10 @@ PHASES = (0, 1)
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
+MIN_NORMAL64 = sys.float_info.min
+"""Smallest normal float64 (2**-1022): grid steps stay at or above it (no underflow to 0)."""
+MAX_FLOAT64 = sys.float_info.max
+
 
 class Format:
     """Base class of a number format (a grid of representable values times a scale).
@@ -34,9 +39,16 @@ class Format:
     name: str = "format"
     bits: int = 0
 
+    def scale_bounds(self) -> tuple[float, float]:
+        """``(lo, hi)``: the scales this format accepts. At ``lo`` the smallest step of the grid
+        (``scale * 2**-phase`` over the levels) is still a normal float64 at both phases, so
+        no step underflows to 0 (which gave 0/0 = NaN)."""
+        return 2.0 * MIN_NORMAL64, MAX_FLOAT64
+
     def check_scale(self, scale: Any) -> float:
-        """Validate ``scale`` and return it as a python float (a positive, finite number)."""
-        return check_scale(scale)
+        """Validate ``scale`` and return it as a python float (finite, within
+        :meth:`scale_bounds`)."""
+        return check_scale_bounds(self, check_scale(scale))
 
     def clip_range(self, scale: float = 1.0, phase: int = 0) -> tuple[float, float]:
         """``(lo, hi)``: inputs outside are clipped (saturated); the STE passes no gradient there."""
@@ -77,6 +89,22 @@ def check_scale(scale: Any, name: str = "scale", *, power_of_two: bool = False) 
     if power_of_two and math.frexp(scale)[0] != 0.5:
         raise ValueError(f"{name}={scale!r} is not a power of two: allowed 2**k for an integer k"
                          " (rescaling is a shift, SPEC 1.2)")
+    return scale
+
+
+def check_scale_bounds(fmt: Format, scale: float) -> float:
+    """``scale`` if it lies within ``fmt.scale_bounds()``, else a ValueError naming it.
+
+    >>> from imckit.formats import Int
+    >>> check_scale_bounds(Int(4), 1e-310)
+    Traceback (most recent call last):
+    ...
+    ValueError: scale=1e-310 is out of range for INT4: allowed 3.1151e-307..8.98847e+307 (steps and levels must stay normal float64 numbers)
+    """
+    lo, hi = fmt.scale_bounds()
+    if not lo <= scale <= hi:
+        raise ValueError(f"scale={scale!r} is out of range for {fmt.name}: allowed {lo:g}..{hi:g}"
+                         " (steps and levels must stay normal float64 numbers)")
     return scale
 
 
@@ -163,12 +191,15 @@ def pow2(k) -> torch.Tensor | float:
 
 
 def pow2_ceil(v: float) -> float:
-    """Smallest power of two >= v (v > 0), computed exactly.
+    """Smallest power of two >= v (v > 0), computed exactly; ``inf`` when it exceeds the
+    float64 range (v > 2**1023, or v = inf).
 
-    >>> pow2_ceil(0.3), pow2_ceil(0.25), pow2_ceil(5.0)
-    (0.5, 0.25, 8.0)
+    >>> pow2_ceil(0.3), pow2_ceil(0.25), pow2_ceil(5.0), pow2_ceil(1.5e308)
+    (0.5, 0.25, 8.0, inf)
     """
     m, e = math.frexp(v)
+    if not math.isfinite(v) or e > 1024 or (e == 1024 and m != 0.5):
+        return math.inf
     return math.ldexp(1.0, e - 1) if m == 0.5 else math.ldexp(1.0, e)
 
 

@@ -6,7 +6,7 @@ For :class:`~imckit.formats.Int` the ``scale`` is the clip value alpha; for the 
 formats it multiplies the grid (a power of two for radix-4). ``phase=1`` halves the grid
 (two-phase rounding, SPEC §1.2); it is meant for radix-4 and accepted by every format.
 NaN stays NaN, +-inf saturates, values above the range saturate (except the non-saturating
-FP32 identity), empty tensors work, integer tensors are rejected.
+FP32 identity), empty tensors work, integer tensors are rejected (details: :func:`quantize`).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .._validate import check_choice
+from .._validate import check_choice, check_range
 from ._core import (Format, as_tensor, back, check_common, make_generator, pow2_ceil)
 from .integer import Int
 from .minifloat import FP32, Minifloat
@@ -67,6 +67,27 @@ def quantize(x, fmt: Format, scale=1.0, phase: int = 0, rounding: str = "nearest
     Returns:
         The quantized values, same shape, dtype and kind (torch/numpy) as ``x``.
 
+    Special values, for every format, phase and rounding:
+
+    * NaN in, NaN out.
+    * ``+-inf`` saturates like any value above the range: ``+-`` the top level
+      (``fmt.clip_range``); unsigned Int sends ``-inf`` (any negative) to 0. Formats built
+      with ``saturate=False`` behave like a cast instead: inf stays inf (``specials="ieee"``)
+      or becomes NaN (``"fn"``); ``FP32`` is the identity on float16/bfloat16/float32 input.
+    * The grid value is computed exactly and cast to ``x``'s dtype. Where the format's top
+      level at this ``scale`` exceeds that dtype's largest finite number (``Int(4)`` with
+      ``scale=1e100`` on float32, ``BF16`` on float16), a finite ``x`` whose grid value lies
+      beyond it becomes ``+-inf``, as in a cast; grid values below the dtype's smallest
+      subnormal become ``+-0``. With ``scale * 2**-phase <= finfo(x.dtype).max`` every finite
+      ``x`` gives a finite result.
+    * ``scale`` must lie within ``fmt.scale_bounds()`` (a step that underflows to 0 would
+      give 0/0 = NaN): ValueError naming ``scale`` and the range otherwise.
+
+    >>> quantize(torch.tensor([float("nan"), float("inf"), -float("inf")]), Int(4)).tolist()
+    [nan, 1.0, -1.0]
+    >>> quantize(torch.tensor([0.0, 3e38]), Int(4), scale=1e100).tolist()   # step 1.4e99
+    [0.0, 0.0]
+
     >>> import numpy as np
     >>> from imckit.formats import Radix4, quantize
     >>> quantize(np.array([0.1, 0.2, 0.35], dtype=np.float32), Radix4(), scale=1.0, phase=1)
@@ -113,6 +134,10 @@ def quantize_ste(x: torch.Tensor, fmt: Format, scale=1.0, phase: int = 0,
 
 CLIP_RULES = ("max", "mse")
 
+MAX_CANDIDATES = 1000
+"""Most clip candidates ``clip_scale(rule="mse")`` evaluates at once (one broadcast of
+candidates x ~8k samples: 1000 is ~32 MB of float32)."""
+
 
 def clip_scale(w, fmt: Format, rule: str = "max", *, candidates: int = 100) -> float:
     """Choose the ``scale`` for ``w`` by a named rule (SPEC §1.1).
@@ -120,11 +145,14 @@ def clip_scale(w, fmt: Format, rule: str = "max", *, candidates: int = 100) -> f
     * ``max``: Int: ``max|w|`` (unsigned: ``max(w)``); radix-4 and minifloats: the smallest
       power of two that keeps ``max|w|`` inside the range.
     * ``mse``: the candidate minimizing the quantization MSE (nearest rounding) on a
-      fixed-stride sample of at most ~8k entries of ``w``. Int: ``candidates`` evenly spaced
-      clip values in ``(0, max]``, evaluated in one broadcast; power-of-two formats: the 13
-      powers of two at and below the ``max`` rule's.
+      fixed-stride sample of at most ~8k entries of ``w``. Int: ``candidates`` (1 ..
+      :data:`MAX_CANDIDATES`) evenly spaced clip values in ``(0, max]``, evaluated in one
+      broadcast; power-of-two formats: the 13 powers of two at and below the ``max`` rule's.
 
-    An all-zero ``w`` gives 1.0 (any scale represents it exactly). inf/NaN: ValueError.
+    An all-zero ``w`` gives 1.0 (any scale represents it exactly). The result is always a
+    scale ``fmt`` accepts: a ``w`` so small that the rule's scale would fall below
+    ``fmt.scale_bounds()`` gets the lowest bound; one so large that no scale of ``fmt`` covers
+    it (radix-4 beyond 2**1022) is a ValueError naming ``w``, as is inf/NaN in ``w``.
 
     >>> from imckit.formats import Int, Radix4
     >>> w = torch.tensor([0.1, -0.2, 0.05, 3.0])
@@ -136,6 +164,7 @@ def clip_scale(w, fmt: Format, rule: str = "max", *, candidates: int = 100) -> f
     """
     _check_format(fmt)
     check_choice("rule", rule, CLIP_RULES)
+    check_range("candidates", candidates, 1, MAX_CANDIDATES, integer=True)
     wt, _ = as_tensor(w, "w")
     with torch.no_grad():
         w64 = wt.detach().reshape(-1).to(torch.float64)
@@ -147,21 +176,51 @@ def clip_scale(w, fmt: Format, rule: str = "max", *, candidates: int = 100) -> f
             amax = float(w64.abs().max()) if w64.numel() else 0.0
         if amax == 0:
             return 1.0
-        best = amax if isinstance(fmt, Int) else pow2_ceil(amax / fmt.max_value)
+        best = _max_rule_scale(amax, fmt)
         if rule == "max":
             return best
         sample = w64[:: max(1, w64.numel() // 4096)]            # a fixed-stride sample
-        if isinstance(fmt, Int):                                   # all candidates at once
-            cands = torch.arange(1, candidates + 1, dtype=torch.float64) * (amax / candidates)
-            delta = (cands / fmt.qmax)[:, None].float()
-            y = sample.float()[None, :] / delta
-            q = torch.trunc(y + torch.copysign(torch.full_like(y, 0.5), y))
-            err = (q.clamp_(fmt.qmin, fmt.qmax).mul_(delta) - sample.float()).square_().mean(1)
-            return float(cands[int(torch.argmin(err))])
-        cands = [best * 2.0 ** -k for k in range(13)]
-        errs = [float((fmt._quantize(sample, c, 0, "nearest", None) - sample).square().mean())
-                for c in cands]
-        return cands[min(range(len(cands)), key=errs.__getitem__)]
+        if isinstance(fmt, Int):
+            return _mse_int(sample, amax, fmt, int(candidates))
+        return _mse_pow2(sample, best, fmt)
+
+
+def _max_rule_scale(amax: float, fmt: Format) -> float:
+    """The ``max`` rule's scale for ``max|w| = amax > 0``, within ``fmt.scale_bounds()``."""
+    lo, hi = fmt.scale_bounds()
+    if isinstance(fmt, Int):
+        return max(amax, lo)
+    v = amax / fmt.max_value
+    best = lo if v <= lo else pow2_ceil(v)
+    if best > hi:
+        raise ValueError(f"w has max|w|={amax:g}: no {fmt.name} scale covers it (allowed "
+                         f"scales up to {hi:g}, values up to {hi * fmt.max_value:g})")
+    return best
+
+
+def _mse_int(sample: torch.Tensor, amax: float, fmt: Int, candidates: int) -> float:
+    """Int ``mse`` rule: all candidates in one float32 broadcast, on the sample divided by a
+    power of two ``p`` near ``amax`` (exact, so the same choice as without it, and no
+    overflow or underflow of the squared errors whatever the magnitude of ``w``)."""
+    p = math.ldexp(1.0, math.frexp(amax)[1] - 1)               # amax / p in [1, 2)
+    s = (sample / p).float()
+    cands = torch.arange(1, candidates + 1, dtype=torch.float64) * ((amax / p) / candidates)
+    delta = (cands / fmt.qmax)[:, None].float()
+    y = s[None, :] / delta
+    q = torch.trunc(y + torch.copysign(torch.full_like(y, 0.5), y))
+    err = (q.clamp_(fmt.qmin, fmt.qmax).mul_(delta) - s).square_().mean(1)
+    return max(float(cands[int(torch.argmin(err))]) * p, fmt.scale_bounds()[0])
+
+
+def _mse_pow2(sample: torch.Tensor, best: float, fmt: Format) -> float:
+    """Power-of-two formats' ``mse`` rule: 13 powers of two at and below ``best``, errors
+    computed on ``sample / best`` (exact: the grids shift with the scale)."""
+    lo = fmt.scale_bounds()[0]
+    ks = [k for k in range(13) if best * 2.0 ** -k >= lo]
+    s = sample / best
+    errs = [float((fmt._quantize(s, 2.0 ** -k, 0, "nearest", None) - s).square().mean())
+            for k in ks]
+    return best * 2.0 ** -ks[min(range(len(ks)), key=errs.__getitem__)]
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ quantizes (``S`` is the largest representable magnitude of the radix-4 grid, so 
 shift in hardware).
 
 * ``rule="max"`` (the default, SPEC): ``S = 2**ceil(log2(max|g|))`` of the current gradient,
-  so nothing saturates in phase 0. Needs the max of the tensor before quantizing it.
+  so nothing saturates in phase 0 (below ``S_MAX * fmt_max``, beyond any real gradient).
+  Needs the max of the tensor before quantizing it.
 * ``rule="delayed"``: use the previous step's ``S``, which a hardware pipeline knows before the
   gradient arrives, like mixed-precision loss scaling (Micikevicius et al. 2018). When the
   step's gradient does not fit (``max|g| > S``) or holds inf/NaN, the step is flagged and ``S``
@@ -28,6 +29,10 @@ from ._core import as_tensor, check_scale, pow2_ceil
 
 RULES = ("max", "delayed")
 
+S_MIN, S_MAX = 2.0 ** -960, 2.0 ** 960
+"""``S`` stays within these powers of two, so every format accepts it as a scale and
+``backoff``/growth never run it to inf or 0 (gradients beyond ``S_MAX * fmt_max`` saturate)."""
+
 
 class GradScale:
     """Stateful power-of-two scale for one layer's gradients.
@@ -40,7 +45,8 @@ class GradScale:
             Default 2, as in mixed-precision loss scaling [I].
         growth_interval: clean steps in a row after which ``S`` is halved. Default 100 [I]
             (loss scalers use 2000 for a full model; one layer's gradients move faster).
-        init_scale: ``S`` of the first ``delayed`` step; None takes the ``max`` rule on it.
+        init_scale: ``S`` of the first ``delayed`` step (a power of two within
+            ``S_MIN..S_MAX``); None takes the ``max`` rule on it.
 
     >>> gs = GradScale("delayed", growth_interval=2)
     >>> [gs.scale_for(torch.tensor([0.2])) for _ in range(3)], gs.overflowed
@@ -59,6 +65,7 @@ class GradScale:
         check_range("growth_interval", growth_interval, 1, None, integer=True)
         if init_scale is not None:
             init_scale = check_scale(init_scale, "init_scale", power_of_two=True)
+            check_range("init_scale", init_scale, S_MIN, S_MAX)
         self.rule = rule
         self.fmt_max = float(fmt_max)
         self.backoff = float(backoff)
@@ -73,7 +80,11 @@ class GradScale:
         self.n_overflows = 0
 
     def _fit(self, amax: float) -> float:
-        return pow2_ceil(amax / self.fmt_max) if amax > 0 else (self.scale or 1.0)
+        """The smallest power of two covering ``amax``, kept within ``S_MIN..S_MAX``."""
+        if amax <= 0:
+            return self.scale or 1.0
+        v = amax / self.fmt_max
+        return S_MIN if v <= S_MIN else min(pow2_ceil(v), S_MAX)
 
     def scale_for(self, g) -> float:
         """The power-of-two scale ``S`` to quantize gradient ``g`` with, this step.
@@ -91,6 +102,7 @@ class GradScale:
             self.overflowed = self.nonfinite
             if finite:
                 self.scale = self._fit(amax)
+                self.saturated = amax > self.scale * self.fmt_max      # only beyond S_MAX
             elif self.scale is None:
                 self.scale = 1.0
             self.n_overflows += self.overflowed
@@ -103,12 +115,12 @@ class GradScale:
         if self.overflowed:
             self.n_overflows += 1
             self.clean_steps = 0
-            self.scale = s * self.backoff
+            self.scale = min(s * self.backoff, S_MAX)
         else:
             self.clean_steps += 1
             if self.clean_steps >= self.growth_interval:
                 self.clean_steps = 0
-                self.scale = s * 0.5
+                self.scale = max(s * 0.5, S_MIN)
         return s
 
     def state_dict(self) -> dict:

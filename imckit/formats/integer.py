@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from .._validate import check_range
-from ._core import (Format, as_tensor, back, check_common, int_tensor, make_generator,
-                    uniform_like)
+from ._core import (MAX_FLOAT64, MIN_NORMAL64, Format, as_tensor, back, check_common,
+                    int_tensor, make_generator, uniform_like)
 
 
 @dataclass(frozen=True)
@@ -76,10 +76,24 @@ class Int(Format):
         d = self.delta(self.check_scale(scale), phase)
         return torch.arange(self.qmin, self.qmax + 1, dtype=torch.float64).mul(d).to(dtype)
 
+    def scale_bounds(self) -> tuple[float, float]:
+        """``(qmax * 2**-1021, 2**1023)``: the step ``scale * 2**-phase / qmax`` stays a normal
+        float64 at both phases, and ``qmax * step`` (which may round up) stays finite."""
+        return self.qmax * 2.0 * MIN_NORMAL64, 2.0 ** 1023
+
+    def _work_dtype(self, x: torch.Tensor, scale: float, phase: int) -> torch.dtype:
+        """float32 for float32/half inputs when the step and the top level are normal float32
+        numbers (the top with a binade to spare for rounding); float64 otherwise (a float32
+        step of 1e100/7 is inf, of 1e-300 is 0: both gave NaN)."""
+        f32 = torch.finfo(torch.float32)
+        if x.dtype != torch.float64 and (f32.tiny <= self.delta(scale, phase)
+                                         and scale * 0.5 ** phase <= f32.max / 2):
+            return torch.float32
+        return torch.float64
+
     def _levels(self, x, scale, phase, rounding, generator) -> torch.Tensor:
-        """Integer levels (as floats of x's dtype, NaN where x is NaN)."""
-        work = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-        y = x.to(work) / self.delta(scale, phase)
+        """Integer levels (as floats of the work dtype, NaN where x is NaN)."""
+        y = x.to(self._work_dtype(x, scale, phase)) / self.delta(scale, phase)
         if rounding == "nearest":
             y = torch.trunc(y + torch.copysign(torch.full_like(y, 0.5), y))  # ties away from 0
         else:
@@ -87,12 +101,15 @@ class Int(Format):
         return y.clamp_(self.qmin, self.qmax)
 
     def _quantize(self, x, scale, phase, rounding, generator):
+        """Levels times the step, cast to x's dtype (a grid value above that dtype's largest
+        finite number, possible only when ``scale`` exceeds it, becomes +-inf as in a cast)."""
         return self._levels(x, scale, phase, rounding, generator).mul_(
             self.delta(scale, phase)).to(x.dtype)
 
     def encode(self, x, scale: float = 1.0, phase: int = 0, *, rounding: str = "nearest",
                generator=None):
-        """Integer levels ``q`` (int32) with ``quantize(x) = q * delta``; NaN: ValueError."""
+        """Integer levels ``q`` (int32) with ``quantize(x) = q * delta``; NaN: ValueError,
+        ``+-inf``: ``qmax``/``qmin`` (saturates)."""
         check_common(rounding, phase, generator)
         scale = self.check_scale(scale)
         xt, was_np = as_tensor(x)

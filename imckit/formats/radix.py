@@ -91,8 +91,19 @@ class Radix4(Format):
         """Largest magnitude at scale 1, phase 0."""
         return 1.0
 
+    def scale_bounds(self) -> tuple[float, float]:
+        """``(2**(2*levels - 1020), 2**1022)``: every level of both phases' grids, and a
+        quarter of the smallest (the rounding threshold), is a normal float64."""
+        return 2.0 ** (2 * self.levels - 1020), 2.0 ** 1022
+
     def check_scale(self, scale) -> float:
-        return check_scale(scale, power_of_two=True)
+        """A power of two ``2**k`` within :meth:`scale_bounds`, else a ValueError naming it."""
+        s = check_scale(scale, power_of_two=True)
+        lo, hi = self.scale_bounds()
+        if not lo <= s <= hi:
+            raise ValueError(f"scale={s!r} is out of range for {self.name}: allowed 2**k with "
+                             f"{log2_int(lo)} <= k <= {log2_int(hi)}")
+        return s
 
     def top(self, scale: float = 1.0, phase: int = 0) -> float:
         """The largest magnitude ``S * 2**-phase``."""
@@ -114,14 +125,13 @@ class Radix4(Format):
         return torch.tensor([-v for v in reversed(mags)] + [0.0] + mags, dtype=dtype)
 
     def _compute_dtype(self, x: torch.Tensor, top: float) -> torch.dtype:
+        """float32 when every level (and a quarter of the smallest) is a normal float32 and x
+        is not float64; float64 otherwise (``check_scale`` keeps the grid normal there)."""
         g_top = log2_int(top)
         g_low = g_top - 2 * self.levels                      # log2 of (smallest level / 4)
         if x.dtype != torch.float64 and g_top <= 126 and g_low >= -125:
             return torch.float32
-        if g_top <= 1022 and g_low >= -1021:
-            return torch.float64
-        raise ValueError(f"scale={top!r} is out of range for radix-4: allowed 2**k with "
-                         f"{-1021 + 2 * self.levels} <= k <= 1022")
+        return torch.float64
 
     def _quantize(self, x, scale, phase, rounding, generator):
         top = self.top(scale, phase)
@@ -164,7 +174,8 @@ class Radix4(Format):
         """uint8 codes ``(sign << exp_bits) | e`` of ``quantize(x, ...)``.
 
         ``e = 0`` is zero (always with sign 0: a canonical zero), ``e = 1..levels`` is the
-        magnitude ``top * 4**(e - levels)``. NaN has no code: ValueError.
+        magnitude ``top * 4**(e - levels)``. NaN has no code: ValueError; ``+-inf``
+        saturates to the top code of its sign.
         """
         check_common(rounding, phase, generator)
         scale = self.check_scale(scale)
