@@ -9,6 +9,28 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+WORK_SCHEMA = "imckit.work/2"
+"""Version of the work record :func:`imckit.nn.collect_work` writes and
+:func:`imckit.energy.energy_from_work` reads (2: the executed mapping, with ``outputs``, the
+``dense_cycles`` / ``dense_drives`` behind the occupancy, and per-layer ``samples``; earlier
+records have no ``schema`` key and are refused with one line)."""
+
+
+def check_schema(record: dict, what: str = "work") -> None:
+    """One-line ``ValueError`` unless ``record`` is a work record of :data:`WORK_SCHEMA`.
+
+    >>> check_schema({"schema": WORK_SCHEMA})
+    >>> check_schema({"steps": 1})
+    Traceback (most recent call last):
+    ...
+    ValueError: work['schema']=None is not allowed: this imckit reads 'imckit.work/2' records; regenerate the record with imckit.nn.collect_work
+    """
+    got = record.get("schema") if isinstance(record, dict) else None
+    if got != WORK_SCHEMA:
+        raise ValueError(f"{what}['schema']={got!r} is not allowed: this imckit reads "
+                         f"{WORK_SCHEMA!r} records; regenerate the record with "
+                         "imckit.nn.collect_work")
+
 
 @dataclass(frozen=True)
 class Work:
@@ -20,10 +42,11 @@ class Work:
         cycles: input-plane cycles applied to arrays (one per non-empty input plane per row tile).
         row_drives: row-driver activations (rows driven with a nonzero input, summed over cycles).
         write_bits: bits written into arrays (stationary operands, transposes, activations).
+        outputs: output values the MVM delivers (``B * M``), each written once by the back end.
 
     >>> w = Work(macs=10, conversions=2) + Work(macs=5, write_bits=8)
     >>> w.to_dict()
-    {'macs': 15, 'conversions': 2, 'cycles': 0, 'row_drives': 0, 'write_bits': 8}
+    {'macs': 15, 'conversions': 2, 'cycles': 0, 'row_drives': 0, 'write_bits': 8, 'outputs': 0}
     >>> Work.from_dict(w.to_dict()) == w
     True
     >>> Work.from_dict({"macs": 1.7})
@@ -37,6 +60,7 @@ class Work:
     cycles: int = 0
     row_drives: int = 0
     write_bits: int = 0
+    outputs: int = 0
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

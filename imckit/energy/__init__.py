@@ -1,14 +1,16 @@
 """Energy model (SPEC §4): per-event energies -> MVM -> training step, with every number sourced.
 
 >>> from imckit import energy
->>> rep = energy.training_step_energy(energy.jia22_cnn(), batch=64, adaptability="full")
->>> rep.savings > 400
+>>> net = energy.jia22_cnn()
+>>> full = energy.training_step_energy(net, batch=64, adaptability="full")
+>>> one = energy.training_step_energy(net, batch=64, adaptability="full", sign_mode="one-cycle")
+>>> full.savings < 400 < one.savings       # >400x needs signed gradients in one cycle
 True
 """
 from __future__ import annotations
 
 from .._validate import check_range
-from .counts import (INPUT_MODES, CountRules, LayerShape, MVMCount, as_layers, layer_work,
+from .counts import (INPUT_MODES, CountRules, LayerShape, as_layers, layer_work,
                      layers_from_model, mvm_work, step_work)
 from .model import (DIGITAL_COMPONENTS, IMC_COMPONENTS, EnergyPreset, EnergyReport,
                     digital_energy_j, energy_from_work, imc_energy_j, training_step_energy)
@@ -19,7 +21,7 @@ from .params import (BASELINES, NODE_CAP, PRECISIONS, SB17_45_TO_16, DigitalBase
 __all__ = [
     "amdahl_savings", "training_step_energy", "energy_from_work", "EnergyPreset",
     "EnergyReport", "IMCEnergy", "DigitalBaseline", "Horowitz45", "CountRules", "LayerShape",
-    "MVMCount", "BASELINES", "PRECISIONS", "INPUT_MODES", "IMC_COMPONENTS",
+    "BASELINES", "PRECISIONS", "INPUT_MODES", "IMC_COMPONENTS",
     "DIGITAL_COMPONENTS", "NODE_CAP", "SB17_45_TO_16", "NETWORKS", "adc_energy_pj",
     "scale_energy", "sources_table", "imc_energy_j", "digital_energy_j", "mvm_work",
     "layer_work", "step_work", "as_layers", "layers_from_model", "jia22_cnn", "resnet20",

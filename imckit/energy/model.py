@@ -13,9 +13,11 @@ import os
 from dataclasses import dataclass, field
 
 from .._validate import check_choice, check_range
-from ..mapping import ADAPTABILITY, MVMS, PLACEMENTS, placements
-from ..work import Work
-from .counts import CountRules, LayerShape, MVMCount, step_work
+from ..mapping import (ADAPTABILITY, DIGITAL_PLACEMENTS, MVMS, PLACEMENTS, PRECISION_OF,
+                       placements)
+from ..mapping.arrays import CountRules, LayerShape, layer_maps
+from ..work import Work, check_schema
+from .counts import _mvm_modules, as_layers
 from .params import BASELINES, DigitalBaseline, IMCEnergy
 
 PJ = 1e-12
@@ -28,15 +30,15 @@ DIGITAL_COMPONENTS = ("mac", "fetch", "output")
 class EnergyPreset:
     """IMC energies + counting rules + the digital baseline they are compared with.
 
-    ``fallback_baseline`` prices the MVMs the adaptability mode leaves digital (``None``: the
-    baseline itself, as in SPEC §2.1's Amdahl argument).
+    An MVM on a digital placement (:data:`imckit.mapping.DIGITAL_PLACEMENTS`: a fallback MVM,
+    a kept end layer) is priced on the baseline's memory system at the precision it computes
+    (:meth:`engine`), so what is trained is what is priced.
     """
 
     name: str = "paper-16nm"
     imc: IMCEnergy = field(default_factory=IMCEnergy)
     rules: CountRules = field(default_factory=CountRules)
     baseline: DigitalBaseline = field(default_factory=lambda: BASELINES["fp32"])
-    fallback_baseline: DigitalBaseline | None = None
     fallback: str = "weight_grad"
 
     def __post_init__(self):
@@ -60,10 +62,10 @@ class EnergyPreset:
         return presets[name]()
 
     def with_options(self, **options) -> "EnergyPreset":
-        """Override count rules (``adc_bits=6``...), ``baseline``/``fallback_baseline`` (names
-        or objects), ``fallback`` or ``imc``."""
+        """Override count rules (``adc_bits=6``, ``sign_mode="one-cycle"``...), ``baseline``
+        (a name or object), ``fallback`` or ``imc``."""
         rule_names = {f.name for f in dataclasses.fields(CountRules)}
-        own = {"baseline", "fallback_baseline", "fallback", "imc"}
+        own = {"baseline", "fallback", "imc"}
         unknown = set(options) - rule_names - own
         if unknown:
             raise ValueError(f"option {sorted(unknown)[0]!r} is not known: allowed "
@@ -71,18 +73,32 @@ class EnergyPreset:
         rules = dataclasses.replace(self.rules, **{k: v for k, v in options.items()
                                                    if k in rule_names})
         mine = {k: v for k, v in options.items() if k in own}
-        for key in ("baseline", "fallback_baseline"):
-            if isinstance(mine.get(key), str):
-                mine[key] = DigitalBaseline.preset(mine[key])
+        if isinstance(mine.get("baseline"), str):
+            mine["baseline"] = DigitalBaseline.preset(mine["baseline"])
         return dataclasses.replace(self, rules=rules, **mine)
 
+    def engine(self, placement: str) -> DigitalBaseline:
+        """The digital engine of a placement: the baseline's SRAM and reuse, the placement's
+        precision (``digital`` = INT4 x radix-4, priced as INT4).
 
-def imc_energy_j(work: Work, outputs: int, imc: IMCEnergy, adc_bits: int) -> dict[str, float]:
+        >>> EnergyPreset().engine("fp32") == EnergyPreset().baseline
+        True
+        >>> EnergyPreset().engine("digital").precision
+        'int4'
+        """
+        check_choice("placement", placement, DIGITAL_PLACEMENTS)
+        prec = PRECISION_OF[placement]
+        if prec == self.baseline.precision:
+            return self.baseline
+        return dataclasses.replace(self.baseline, name=f"{self.baseline.name}@{prec}",
+                                   precision=prec)
+
+
+def imc_energy_j(work: Work, imc: IMCEnergy, adc_bits: int) -> dict[str, float]:
     """Component energies (J) of IMC work.
 
     >>> from imckit.energy.counts import mvm_work
-    >>> c = mvm_work(1152, 256, 1, 4, 4, 1152, write=False)
-    >>> e = imc_energy_j(c.work, c.outputs, IMCEnergy(), 8)
+    >>> e = imc_energy_j(mvm_work(1152, 256, 1, 4, 4, 1152, write=False), IMCEnergy(), 8)
     >>> round((e["array"] + e["adc"] + e["shift_add"]) / 1e-12, 6)   # 4096 x 1.2 pJ
     4915.2
     """
@@ -92,7 +108,7 @@ def imc_energy_j(work: Work, outputs: int, imc: IMCEnergy, adc_bits: int) -> dic
             "shift_add": n * imc.e_shift_add_pj * PJ,
             "input": work.row_drives * imc.e_drive_pj * PJ,
             "write": work.write_bits * imc.e_write_bit_pj * PJ,
-            "output": outputs * imc.e_out_pj * PJ}
+            "output": work.outputs * imc.e_out_pj * PJ}
 
 
 def digital_energy_j(macs: int, outputs: int, base: DigitalBaseline) -> dict[str, float]:
@@ -114,8 +130,9 @@ class EnergyReport:
         breakdown: ``{layer: {mvm: {component: joules}}}`` of the mapped run (IMC components
             for MVMs on IMC, digital ones otherwise).
         baseline_breakdown: the same for every MVM on the baseline engine.
-        placements: ``{mvm: placement}`` from :func:`imckit.mapping.placements`.
-        work: ``{layer: {mvm: MVMCount}}`` the energies were computed from.
+        placements: ``{layer: {mvm: placement}}`` (the one mapping's, or the record's).
+        work: ``{layer: {mvm: Work}}`` the energies were computed from (MVMs that never run,
+            such as the first layer's input gradient, are absent).
         total_j, baseline_j: sums of the two breakdowns; ``savings = baseline_j / total_j``.
     """
 
@@ -181,57 +198,140 @@ def _resolve(preset, options) -> EnergyPreset:
     return preset.with_options(**options) if options else preset
 
 
-def _price(counts: dict, where: dict, p: EnergyPreset):
-    """Mapped and baseline breakdowns of ``{layer: {mvm: MVMCount}}`` under ``where``.
-
-    IMC MVMs are priced from their counts, ``digital`` ones on the fallback engine, ``fp32``
-    ones (unquantized) on the baseline engine.
-    """
-    engine = {"digital": p.fallback_baseline or p.baseline, "fp32": p.baseline}
+def _price(counts: dict, where: dict, p: EnergyPreset, adc_bits: dict):
+    """Mapped and baseline breakdowns of ``{layer: {mvm: Work}}`` under ``where``: IMC MVMs
+    from their counts, digital placements on :meth:`EnergyPreset.engine`, and every MVM's MACs
+    and outputs on the baseline."""
     mapped, base = {}, {}
     for lname, mvms in counts.items():
         mapped[lname], base[lname] = {}, {}
-        for m, (w, outs) in mvms.items():
-            base[lname][m] = digital_energy_j(w.macs, outs, p.baseline)
+        for m, w in mvms.items():
+            base[lname][m] = digital_energy_j(w.macs, w.outputs, p.baseline)
             pl = where[lname][m]
-            mapped[lname][m] = (imc_energy_j(w, outs, p.imc, p.rules.adc_bits) if pl == "imc"
-                                else digital_energy_j(w.macs, outs, engine[pl]))
+            mapped[lname][m] = (imc_energy_j(w, p.imc, adc_bits[lname]) if pl == "imc"
+                                else digital_energy_j(w.macs, w.outputs, p.engine(pl)))
     return mapped, base
 
 
+def _unique(names):
+    seen: dict = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    return out
+
+
+def _occupancy(record, n_layers: int) -> list[dict]:
+    """Per layer ``{mvm: (cycle fraction, drive fraction)}`` of a collect_work record."""
+    check_schema(record, "occupancy")
+    lays = record.get("layers") or []
+    if len(lays) != n_layers:
+        raise ValueError(f"occupancy has {len(lays)} layers, the model {n_layers}: give the "
+                         "record of this model's training")
+    out = []
+    for lay in lays:
+        occ = {}
+        for m, d in lay.get("mvms", {}).items():
+            dc, dd = d.get("dense_cycles", 0), d.get("dense_drives", 0)
+            occ[m] = (d.get("cycles", 0) / dc if dc else 1.0,
+                      d.get("row_drives", 0) / dd if dd else 1.0)
+        out.append(occ)
+    return out
+
+
 def training_step_energy(layers, batch: int = 64, preset="paper-16nm",
-                         adaptability: str = "full", *, input_shape=None,
-                         **options) -> EnergyReport:
+                         adaptability: str | None = None, *, input_shape=None, occupancy=None,
+                         keep_ends: bool = False, ends_placement: str = "fp32",
+                         fallback_placement: str = "fp32", **options) -> EnergyReport:
     """Energy of one training step (three MVMs per layer) and the savings vs the baseline.
+
+    The counts come from the one mapping (:mod:`imckit.mapping.arrays`) that the simulator
+    executes. Given a model converted by :func:`imckit.nn.convert`, each layer's own
+    configuration fixes everything (placements, bits, rows, sign mode, DAC): the model as
+    trained is what is priced.
 
     Args:
         layers: (N, M[, positions[, kernel_area]]) tuples, :class:`LayerShape` objects, or a
-            torch model (with ``input_shape`` of one sample; convs counted via im2col).
+            torch model, plain or converted (with ``input_shape`` of one sample).
         batch: samples per step.
         preset: a name (``"paper-16nm"``, ``"lean-int8"``) or an :class:`EnergyPreset`.
-        adaptability: ``full``, ``two-level``, ``one-level`` or ``none`` (SPEC §2.1).
+        adaptability: ``full`` (default), ``two-level``, ``one-level`` or ``none`` (SPEC §2.1);
+            for a converted model, its layers' own (giving another is a ValueError).
+        occupancy: a record of :func:`imckit.nn.collect_work` for these layers: the fraction
+            of input planes that were non-empty per (layer, MVM) replaces the default (every
+            plane non-empty), so one recorded step and this estimate count the same work.
+        keep_ends: first and last layers on ``ends_placement`` (``fp32``, ``bf16``, ``int8``,
+            ``digital``), priced as what they compute.
+        fallback_placement: what an MVM the adaptability mode keeps off IMC computes
+            (default ``fp32``, as :class:`imckit.nn.LayerConfig`).
         **options: overrides, e.g. ``adc_bits=6``, ``input_mode="multi-level"``,
-            ``baseline="int8-lean"``, ``grad_planes=5``, ``fallback="backward"``.
+            ``sign_mode="one-cycle"``, ``baseline="int8-lean"``, ``grad_planes=5``,
+            ``fallback="backward"`` (rules only for shapes and plain models).
 
-    >>> rep = training_step_energy([(1152, 256)], batch=64, adaptability="two-level")
+    >>> rep = training_step_energy([LayerShape(1152, 256)], batch=64, adaptability="two-level")
     >>> 2.9 < rep.savings < 3.0
     True
     """
-    check_choice("adaptability", adaptability, ADAPTABILITY)
     check_range("batch", batch, 1, None, integer=True)
+    check_choice("ends_placement", ends_placement, DIGITAL_PLACEMENTS)
+    check_choice("fallback_placement", fallback_placement, DIGITAL_PLACEMENTS)
+    check_choice("keep_ends", keep_ends, (True, False))
+    if adaptability is not None:
+        check_choice("adaptability", adaptability, ADAPTABILITY)
+    imc_mods = _imc_modules(layers)
+    if imc_mods:
+        rule_opts = set(options) & {f.name for f in dataclasses.fields(CountRules)}
+        if rule_opts:
+            raise ValueError(f"option {sorted(rule_opts)[0]!r} is not allowed with a converted "
+                             "model: its layers' configurations fix the mapping")
+        modes = {m.cfg.adaptability for m in imc_mods}
+        if adaptability is not None and modes != {adaptability}:
+            raise ValueError(f"adaptability={adaptability!r} is not allowed: the converted "
+                             f"model's layers use {sorted(modes)}")
+        adaptability = modes.pop() if len(modes) == 1 else "mixed"
+    adaptability = adaptability or "full"
     p = _resolve(preset, options)
-    where1 = placements(adaptability, fallback=p.fallback)
-    per_layer = step_work(layers, batch, p.rules, p.imc.rows, input_shape=input_shape)
-    counts, names = {}, {}
-    for layer, mv in per_layer:
-        name = layer.name
-        names[name] = names.get(name, 0) + 1
-        if names[name] > 1:
-            name = f"{name}#{names[name]}"
-        counts[name] = mv
-    where = {l: where1 for l in counts}
-    mapped, base = _price(counts, where, p)
+    shapes = as_layers(layers, input_shape)
+    names = _unique([l.name for l in shapes])
+    occ = _occupancy(occupancy, len(shapes)) if occupancy is not None else None
+    counts, where, bits = {}, {}, {}
+    for i, (shape, name) in enumerate(zip(shapes, names)):
+        if imc_mods:
+            mod = imc_mods[i]
+            rules, ic = CountRules.from_layer(mod.cfg), mod.cfg.imc_config()
+            rows, cols, pl = ic.rows, ic.columns, dict(mod.mvm_placements)
+        else:
+            rules, rows, cols = p.rules, p.imc.rows, p.imc.columns
+            ends = keep_ends and i in (0, len(shapes) - 1)
+            pl = placements(adaptability, fallback=p.fallback,
+                            base=ends_placement if ends else "imc",
+                            fallback_placement=fallback_placement)
+        counts[name], where[name], bits[name] = {}, {}, rules.adc_bits
+        for m, mp in layer_maps(shape, batch, rules).items():
+            if not mp.needed:
+                continue
+            if pl[m] == "imc":
+                o = occ[i].get(m, (1.0, 1.0)) if occ else (1.0, 1.0)
+                counts[name][m] = mp.work(rules, rows, cols, o)
+            else:
+                counts[name][m] = Work(macs=mp.macs, outputs=mp.outputs)
+            where[name][m] = pl[m]
+    mapped, base = _price(counts, where, p, bits)
     return EnergyReport(p, adaptability, where, mapped, base, counts)
+
+
+def _imc_modules(layers) -> list:
+    """The IMC layers of a converted model, in the order the shape hooks find them."""
+    if not hasattr(layers, "named_modules"):
+        return []
+    from ..nn.layers import IMCModule
+
+    mods = [m for _, m in layers.named_modules() if isinstance(m, IMCModule)]
+    if mods and len(mods) != len(_mvm_modules(layers)):
+        raise ValueError("layers is a partly converted model: convert every Linear/Conv2d "
+                         "(imckit.nn.convert) or none")
+    return mods
 
 
 def _load(record):
@@ -243,6 +343,7 @@ def _load(record):
         record = json.loads(text)
     if not isinstance(record, dict):
         raise ValueError(f"work={type(record).__name__} is not allowed: a dict, JSON or path")
+    check_schema(record)
     for key in ("steps", "batch", "layers"):
         if key not in record:
             raise ValueError(f"work[{key!r}] is missing: a work record needs 'steps', 'batch' "
@@ -253,19 +354,15 @@ def _load(record):
 def energy_from_work(work, preset="paper-16nm", baseline=None, **options) -> EnergyReport:
     """Energy of a finished training run from its recorded work (totals over all steps).
 
-    ``work`` is the training run's record (dict, JSON text or a path)::
+    ``work`` is the record of :func:`imckit.nn.collect_work` (dict, JSON text or a path; schema
+    :data:`imckit.work.WORK_SCHEMA`). IMC MVMs are priced from their recorded counts
+    (conversions at each layer's recorded ``adc_bits``), digital placements on the engine of
+    their precision, and every MVM's recorded MACs and outputs on ``baseline`` (default: the
+    preset's) for the savings.
 
-        {"steps": 120, "batch": 64, "layers": [{"name": "fc1", "shape": [N, M],
-         "positions": 1, "mvms": {"forward": {"placement": "imc", "macs": ...,
-         "conversions": ..., "cycles": ..., "row_drives": ..., "write_bits": ...}, ...}}]}
-
-    ``shape`` is ``[N, M]`` as in :func:`training_step_energy` (optional ``kernel_area``);
-    digital MVMs need ``macs`` only; other keys (``error``, ``adc_range``...) are ignored. IMC MVMs are priced from their counts; every MVM's MACs
-    are also priced on ``baseline`` (default: the preset's) for the savings. Output counts come
-    from the shapes. An optional top-level ``adc_bits`` is used unless given in ``options``.
-
-    >>> rec = {"steps": 2, "batch": 1, "layers": [{"name": "fc", "shape": [1152, 256],
-    ...        "mvms": {"forward": {"placement": "imc", "macs": 589824, "conversions": 8192}}}]}
+    >>> rec = {"schema": "imckit.work/2", "steps": 2, "batch": 1, "layers": [{"name": "fc",
+    ...        "adc_bits": 8, "mvms": {"forward": {"placement": "imc", "macs": 589824,
+    ...        "conversions": 8192, "outputs": 512}}}]}
     >>> rep = energy_from_work(rec)
     >>> round(rep.breakdown["fc"]["forward"]["adc"] / 1e-12, 2)   # 8192 x 0.13 pJ
     1064.96
@@ -273,31 +370,28 @@ def energy_from_work(work, preset="paper-16nm", baseline=None, **options) -> Ene
     rec = _load(work)
     if baseline is not None:
         options["baseline"] = baseline
-    if "adc_bits" in rec and "adc_bits" not in options:
-        options["adc_bits"] = rec["adc_bits"]
     p = _resolve(preset, options)
     steps, batch = rec["steps"], rec["batch"]
     check_range("steps", steps, 1, None, integer=True)
     check_range("batch", batch, 1, None, integer=True)
     if not isinstance(rec["layers"], list) or not rec["layers"]:
         raise ValueError(f"work['layers']={rec['layers']!r} is not allowed: a non-empty list")
-    counts, where = {}, {}
-    for i, lay in enumerate(rec["layers"]):
-        name = lay.get("name", f"L{i}")
-        if "shape" not in lay or len(lay["shape"]) != 2:
-            raise ValueError(f"layers[{i}]['shape']={lay.get('shape')!r} is not allowed: [N, M]")
-        shape = LayerShape(*lay["shape"], lay.get("positions", 1), lay.get("kernel_area", 1),
-                           name)
-        vp = batch * shape.positions
-        outs = {"forward": vp * shape.m, "backward": vp * shape.n // shape.kernel_area,
-                "weight_grad": shape.n * shape.m}
+    names = _unique([lay.get("name") or f"L{i}" for i, lay in enumerate(rec["layers"])])
+    counts, where, bits = {}, {}, {}
+    for i, (lay, name) in enumerate(zip(rec["layers"], names)):
         counts[name], where[name] = {}, {}
+        b = lay.get("adc_bits", p.rules.adc_bits)
+        bits[name] = p.rules.adc_bits if b is None else b
         for m, rec_m in lay.get("mvms", {}).items():
             check_choice(f"layers[{i}].mvms", m, MVMS)
             pl = rec_m.get("placement", "imc")
             check_choice(f"layers[{i}].mvms[{m!r}].placement", pl, PLACEMENTS)
             w = Work.from_dict({k: v for k, v in rec_m.items() if k in _WORK_FIELDS})
-            counts[name][m] = MVMCount(w, outs[m] * steps)
-            where[name][m] = pl
-    mapped, base = _price(counts, where, p)
+            if w.macs == 0:
+                continue                              # never ran (first layer's input gradient)
+            counts[name][m], where[name][m] = w, pl
+    if not any(counts.values()):
+        raise ValueError("work has no MVM with MACs: nothing was recorded (train in "
+                         "training mode between reset_work and collect_work)")
+    mapped, base = _price(counts, where, p, bits)
     return EnergyReport(p, "recorded", where, mapped, base, counts, steps=steps)

@@ -11,8 +11,11 @@ from __future__ import annotations
 from .counts import LayerShape
 
 
-def _conv(c_in: int, c_out: int, hw: int, name: str, k: int = 3) -> LayerShape:
-    return LayerShape(c_in * k * k, c_out, hw * hw, k * k, name)
+def _conv(c_in: int, c_out: int, hw: int, name: str, k: int = 3, stride: int = 1) -> LayerShape:
+    """A k x k conv with 'same' padding on an hw x hw output (input ``hw * stride``); the first
+    layer of a network (named ``conv1``) needs no input gradient."""
+    return LayerShape(c_in * k * k, c_out, hw * hw, k * k, name, (hw * stride) ** 2,
+                      input_grad=name != "conv1")
 
 
 def jia22_cnn() -> list[LayerShape]:
@@ -41,7 +44,8 @@ def resnet20() -> list[LayerShape]:
     c_in = 16
     for stage, (c, hw) in enumerate(((16, 32), (32, 16), (64, 8)), start=1):
         for block in range(3):
-            layers.append(_conv(c_in, c, hw, f"s{stage}b{block}a"))
+            stride = 2 if (block == 0 and stage > 1) else 1   # each stage's first conv halves
+            layers.append(_conv(c_in, c, hw, f"s{stage}b{block}a", stride=stride))
             layers.append(_conv(c, c, hw, f"s{stage}b{block}b"))
             c_in = c
     layers.append(LayerShape(64, 10, name="fc"))

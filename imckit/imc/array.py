@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import torch
 
@@ -28,7 +29,7 @@ def _chip_caps(seed, rows, cols, n_row_tiles, n_col_tiles, sigma, device):
 
 
 def _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits, x_scale, phase, adc_range=None,
-             generator=None):
+             generator=None, row_group=1):
     """Validate everything (no compute before), then split both operands into planes."""
     if not isinstance(cfg, IMCConfig):
         raise ValueError(f"cfg={type(cfg).__name__} is not allowed: pass an imc.IMCConfig")
@@ -40,6 +41,7 @@ def _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits, x_scale, phase, adc_ra
     check_range("x_bits", x_bits, 2 if x_kind == "signed" else 1, 16, integer=True)
     check_range("x_scale", x_scale, 0, None, lo_open=True)
     check_choice("phase", phase, [0, 1])
+    check_range("row_group", row_group, 1, None, integer=True)
     A, X = as_tensor("A", A), as_tensor("X", X)
     if X.shape[1] != A.shape[0]:
         raise ValueError(f"X.shape={tuple(X.shape)} does not match A.shape={tuple(A.shape)}: "
@@ -50,18 +52,41 @@ def _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits, x_scale, phase, adc_ra
                                   or generator.device.type != X.device.type):
         raise ValueError(f"generator={generator!r} is not allowed: pass a torch.Generator on "
                          f"X's device ({X.device.type})")
+    _check_memory(X, A, x_kind, x_bits, cfg)
     bits, wa = stored_planes(A, a_bits, a_signed)
-    planes = input_planes(X, x_kind, x_bits, cfg.input_levels, x_scale, phase, cfg.rows)
-    L = cfg.input_levels if x_kind == "multilevel" else 2
+    planes = input_planes(X, x_kind, x_bits, cfg.input_levels, x_scale, phase, cfg.rows,
+                          row_group, cfg.sign_mode)
+    L = cfg.input_levels if x_kind in ("multilevel", "radix4") else 2
     return A, X, bits, wa, planes, L
 
 
-def _column_values(planes, W, den, rows, gain=1.0):
-    """Per row tile: active (plane, batch) rows, and their column values in counts x gain."""
+def _memory_limit() -> int:
+    """Half the machine's physical memory in bytes (a guard, not an allocator)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def _check_memory(X, A, x_kind, x_bits, cfg) -> None:
+    """Refuse a call whose input planes alone would not fit (before allocating them)."""
+    planes = 14 if x_kind == "radix4" else 2 * x_bits
+    need = planes * X.shape[0] * X.shape[1] * 5 + X.shape[0] * planes * A.shape[1] * 4 * 4
+    if need > _memory_limit():
+        raise ValueError(f"X.shape={tuple(X.shape)} with A.shape={tuple(A.shape)} is not "
+                         f"allowed: its bit planes need ~{need / 2**30:.1f} GiB, more than half "
+                         "of this machine's memory; split the batch")
+
+
+def _column_values(planes, W, caps, rows, gain=1.0, group=1):
+    """Per row tile: active (plane, batch) rows, and their column values in counts x gain.
+
+    ``caps`` = (cap, den) of the chip or None: tile t uses the first ``e - s`` capacitors of
+    physical array t, and charge shares over all R of them (unused rows hold 0)."""
     digits = planes.digits
     P, B, N = digits.shape
     out = []
-    for t, (s, e) in enumerate(tiles(N, rows)):
+    for t, (s, e) in enumerate(tiles(N, rows, group)):
         act = planes.active[t].reshape(-1)
         k = int(act.sum())
         if k == 0:
@@ -72,8 +97,9 @@ def _column_values(planes, W, den, rows, gain=1.0):
             idx = act.nonzero().view(-1)
             d = d.index_select(0, idx)
         Wt = W[s:e]                            # charge sharing over all R caps, ADC gain:
-        if den is not None:                    # per-column factors, folded into the stored
-            Wt = Wt * ((gain * rows) / den[t])  # side (cheaper than scaling the outputs)
+        if caps is not None:                   # per-column factors, folded into the stored
+            cap, den = caps                    # side (cheaper than scaling the outputs)
+            Wt = (Wt * cap[t * rows:t * rows + (e - s)]).mul_((gain * rows) / den[t])
         elif gain != 1.0:
             Wt = Wt * gain
         out.append((d @ Wt, idx))                                  # one matmul per row tile
@@ -83,14 +109,16 @@ def _column_values(planes, W, den, rows, gain=1.0):
 def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed: bool = True,
         x_kind: str = "unsigned", x_bits: int = 4, x_scale: float = 1.0, phase: int = 0,
         adc_range: float | None = None, generator: torch.Generator | None = None,
-        count_write: bool = True):
+        count_write: bool = True, row_group: int = 1):
     """``X @ A`` on simulated charge-domain IMC arrays (BPBS, row-tiled, noisy, quantized).
 
     Column j of a row tile, in one cycle: the count ``c = sum_i m_i`` (``m_i`` = input digit x
     stored bit) is read as ``R * sum_i C_ij m_i / sum_i C_ij`` over all R capacitors of the column
     (unused rows hold 0), plus kT/C noise, then digitized: ``code = clip(round(v/r (2^B-1)), 0,
-    2^B-1)`` for ``v`` the fraction of the column swing; the back end rescales codes to counts
-    and shift-adds them over planes and row tiles.
+    2^B-1)`` for ``v`` the fraction of the column swing (bipolar, ``clip(round(v/r
+    (2^(B-1)-1)), -(2^(B-1)-1), 2^(B-1)-1)``, when signed digits share a cycle:
+    ``cfg.sign_mode="one-cycle"``); the back end rescales codes to counts and shift-adds them
+    over planes and row tiles.
 
     Args:
         A: (N, M) stored integers, ``a_bits`` wide; two's complement planes if ``a_signed``
@@ -98,10 +126,12 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
         X: (B, N) inputs. ``x_kind`` says how they become planes, one applied per cycle:
             ``"unsigned"`` ints 0..2^x_bits-1, binary planes of weight 2^t;
             ``"signed"`` ints with ``|x| <= 2^(x_bits-1)-1``, positive and negative parts applied
-            separately; ``"radix4"`` float values 0 or ``+-x_scale*4^(e-7)`` (``*1/2`` for
-            ``phase=1``), e = 1..7: one binary plane per (sign, exponent); ``"multilevel"`` ints
-            0..2^x_bits-1 as base-L digits, L = ``cfg.input_levels`` [LEE21]. A plane that is
-            empty for a batch row within a row tile costs no cycle and no conversion.
+            separately (or as +-1 digits in one cycle, ``cfg.sign_mode``); ``"radix4"`` float
+            values 0 or ``+-x_scale*4^(e-7)`` (``*1/2`` for ``phase=1``), e = 1..7: one plane
+            per (sign, exponent), or per group of exponents with a multi-level DAC
+            (``cfg.input_levels > 2``, :func:`imckit.mapping.radix4_group`); ``"multilevel"``
+            ints 0..2^x_bits-1 as base-L digits, L = ``cfg.input_levels`` [LEE21]. A plane
+            that is empty for a batch row within a row tile costs no cycle and no conversion.
         cfg: the array (:class:`IMCConfig`).
         report: also return the :class:`~imckit.work.Work` of this call.
         adc_range: overrides ``cfg.adc_range`` (fraction of the column swing, (0, 1]).
@@ -110,9 +140,13 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
             to draw fresh noise per call (training does). Mismatch always comes from ``cfg.seed``.
         count_write: report ``N * M * a_bits`` bits written for loading A (False when A is
             already resident in the arrays).
+        row_group: rows a row tile keeps together (a conv channel's ``k*k`` taps), as
+            :func:`imckit.mapping.row_tiles` decides.
 
     Returns:
-        (B, M) float tensor (X's float dtype, else float32), and the Work if ``report``.
+        (B, M) float tensor (float64 for float64 X, else float32), and the Work if ``report``.
+        The ``M * a_bits`` physical columns span ``ceil(M * a_bits / cfg.columns)`` arrays, each
+        receiving every cycle: ``cycles`` and ``row_drives`` count per array.
 
     Different layers live on different arrays: give them different ``cfg.seed`` values.
 
@@ -124,40 +158,42 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
     ([[15.0]], 2, 8)
     """
     A, X, bits, wa, planes, L = _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits,
-                                         x_scale, phase, adc_range, generator)
+                                         x_scale, phase, adc_range, generator, row_group)
     r = cfg.adc_range if adc_range is None else adc_range
     (B, N), M, dev, R = X.shape, A.shape[1], X.device, cfg.rows
     P, Mb = planes.digits.shape[0], bits.shape[1]
-    out_dtype = X.dtype if X.is_floating_point() else torch.float32
+    out_dtype = torch.float64 if X.dtype == torch.float64 else torch.float32
     cycles = sum(int(a.sum()) for a in planes.active) if P else 0
-    work = Work(macs=B * N * M, conversions=cycles * Mb, cycles=cycles,
-                row_drives=planes.drives, write_bits=N * M * a_bits if count_write else 0)
-    if cycles == 0 or M == 0:
+    ct = -(-Mb // cfg.columns)                                      # column tiles (arrays)
+    work = Work(macs=B * N * M, conversions=cycles * Mb, cycles=cycles * ct,
+                row_drives=planes.drives * ct, write_bits=N * M * a_bits if count_write else 0,
+                outputs=B * M)
+    if cycles == 0 or M == 0 or N == 0:
         y = torch.zeros(B, M, dtype=out_dtype, device=dev)
         return (y, work) if report else y
-    if cfg.cap_mismatch > 0:                                        # mismatch folded into bits
-        cap, den = _chip_caps(cfg.seed, R, cfg.columns, -(-N // R), -(-Mb // cfg.columns),
-                              cfg.cap_mismatch, dev)
-        W, den = bits.mul_(cap[:N, :Mb]), den[:, :Mb]              # den: (T, Mb)
-    else:
-        W, den = bits, None
+    caps = None
+    if cfg.cap_mismatch > 0:                                        # mismatch per bit cell
+        n_tiles = len(tiles(N, R, row_group))
+        cap, den = _chip_caps(cfg.seed, R, cfg.columns, n_tiles, ct, cfg.cap_mismatch, dev)
+        caps = (cap[:, :Mb], den[:, :Mb])
     fs = R * (L - 1)                                                # full-scale count
-    if cfg.adc_calibration == "percentile" and adc_range is None:
-        values = _column_values(planes, W, den, R)
+    calibrate = cfg.adc_calibration == "percentile" and adc_range is None
+    if calibrate:
+        values = _column_values(planes, bits, caps, R, group=row_group)
         r = calibrate_adc_range(torch.cat([v.reshape(-1) for v, _ in values]), R,
                                 percentile=cfg.adc_percentile, levels=L)
     noisy = cfg.thermal_noise or (cfg.adc_noise_lsb > 0 and cfg.adc_bits is not None)
     if cfg.adc_bits is None:                                        # no quantizer: counts direct
         gain, step, sig = 1.0, 1.0, cfg.sigma_thermal * fs
     else:
-        q = 2**cfg.adc_bits - 1
+        q = 2 ** (cfg.adc_bits - 1) - 1 if planes.bipolar else 2**cfg.adc_bits - 1
         gain, step = q / (r * fs), r * fs / q                       # count -> code -> count
         sig = math.hypot(cfg.sigma_thermal * fs * gain, cfg.adc_noise_lsb)
-    if cfg.adc_calibration == "percentile" and adc_range is None:
+    if calibrate:
         for v, _ in values:
             v.mul_(gain)
     else:
-        values = _column_values(planes, W, den, R, gain)
+        values = _column_values(planes, bits, caps, R, gain, row_group)
     if generator is None and noisy:
         generator = torch.Generator(device=dev).manual_seed(cfg.seed + 0x5EED)
     acc = None
@@ -165,7 +201,7 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
         if noisy:
             v.add_(torch.randn(v.shape, generator=generator, device=dev), alpha=sig)
         if cfg.adc_bits is not None:
-            v.round_().clamp_(0, q)
+            v.round_().clamp_(-q if planes.bipolar else 0, q)
         if cfg.round_counts:
             v.mul_(step).round_()
         if idx is None and acc is None:
@@ -182,7 +218,7 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
 
 def column_counts(A, X, cfg: IMCConfig, *, a_bits: int = 4, a_signed: bool = True,
                   x_kind: str = "unsigned", x_bits: int = 4, x_scale: float = 1.0,
-                  phase: int = 0, **_ignored) -> torch.Tensor:
+                  phase: int = 0, row_group: int = 1, **_ignored) -> torch.Tensor:
     """Ideal column counts of every conversion :func:`mvm` would run (1-D float tensor).
 
     One entry per (row tile, active input plane, batch row, physical column), in counts
@@ -194,15 +230,16 @@ def column_counts(A, X, cfg: IMCConfig, *, a_bits: int = 4, a_signed: bool = Tru
     [2.0, 0.0, 0.0, 0.0]
     """
     A, X, bits, _, planes, _ = _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits,
-                                        x_scale, phase)
-    if planes.digits.shape[0] == 0:
+                                        x_scale, phase, row_group=row_group)
+    if planes.digits.shape[0] == 0 or A.shape[0] == 0:
         return torch.zeros(0, device=X.device)
-    values = _column_values(planes, bits, None, cfg.rows)
+    values = _column_values(planes, bits, None, cfg.rows, group=row_group)
     return torch.cat([torch.zeros(0, device=X.device)] + [v.reshape(-1) for v, _ in values])
 
 
 def calibrate_adc_range(counts, rows: int, *, percentile: float = 99.9, levels: int = 2) -> float:
-    """Smallest power-of-two ADC range covering ``percentile`` % of column counts.
+    """Smallest power-of-two ADC range covering ``percentile`` % of column counts (of their
+    magnitudes, for a bipolar ADC).
 
     Returns r in (0, 1] as a fraction of the full swing ``rows * (levels - 1)``: a programmable
     reference set by a shift, as SPEC §2.1 assumes [I]. Never below one count.
@@ -213,7 +250,7 @@ def calibrate_adc_range(counts, rows: int, *, percentile: float = 99.9, levels: 
     check_range("rows", rows, 1, None, integer=True)
     check_range("percentile", percentile, 0, 100, lo_open=True)
     check_range("levels", levels, 2, 256, integer=True)
-    c = torch.as_tensor(counts).reshape(-1).to(torch.float32)
+    c = torch.as_tensor(counts).reshape(-1).to(torch.float32).abs()   # bipolar: |count|
     if c.numel() == 0:
         return 1.0
     k = max(1, min(c.numel(), math.ceil(percentile / 100 * c.numel() - 1e-9)))

@@ -58,6 +58,11 @@ class IMCConfig:
     input_levels: int = 2
     """Levels of the input DAC: 2 = binary planes; L > 2 applies base-L digits (multi-level inputs
     [LEE21], as in GRIMM24); the column value range grows by (L - 1). 2 [JIA22]."""
+    sign_mode: str = "two-cycle"
+    """How signed inputs (radix-4 gradients, centred inputs) are applied: ``"two-cycle"``, the
+    positive and negative parts in separate cycles through a unipolar ADC, or ``"one-cycle"``, a
+    +-1 (differential, XNOR-style) row drive in one cycle and a bipolar ADC whose codes span
+    ``[-r, r]`` of the swing. "two-cycle" [I]; the +-1 drive after JIA20's XNOR bit cell [I]."""
     seed: int = 0
     """Chip seed: fixes the capacitor mismatch pattern (and the default noise generator)."""
 
@@ -78,6 +83,7 @@ class IMCConfig:
         check_range("temperature_k", self.temperature_k, 0, None, lo_open=True)
         check_range("v_dd", self.v_dd, 0, None, lo_open=True)
         check_range("input_levels", self.input_levels, 2, 256, integer=True)
+        check_choice("sign_mode", self.sign_mode, ["two-cycle", "one-cycle"])
         check_range("seed", self.seed, 0, 2**62, integer=True)
 
     @property

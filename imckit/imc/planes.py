@@ -12,15 +12,18 @@ from typing import NamedTuple
 
 import torch
 
+from ..mapping.arrays import radix4_group, row_tiles
+
 X_KINDS = ("unsigned", "signed", "radix4", "multilevel")
 """How the inputs X are turned into planes applied one per cycle (see :func:`imckit.imc.mvm`)."""
 
 
 class InputPlanes(NamedTuple):
-    digits: torch.Tensor   # (P, B, N) float32 digits in 0..L-1, only planes used somewhere
+    digits: torch.Tensor   # (P, B, N) float32 digits in 0..L-1 (-(L-1)..L-1 if bipolar)
     weights: torch.Tensor  # (P,) float64 plane weights
     active: list           # per row tile: (P, B) bool, the cycles that run
     drives: int            # row drives: nonzero digits summed over planes, rows and batch
+    bipolar: bool = False  # signed digits in one cycle (sign_mode="one-cycle"): bipolar ADC
 
 
 def as_tensor(name, t):
@@ -76,9 +79,11 @@ def _int_dtype(bits):
     return torch.uint8 if bits <= 8 else torch.int32
 
 
-def tiles(n, rows):
-    """Row tiles ``[(start, stop), ...]`` of a reduction of length n on arrays of ``rows``."""
-    return [(s, min(s + rows, n)) for s in range(0, n, rows)]
+def tiles(n, rows, group=1):
+    """Row tiles ``[(start, stop), ...]`` of a reduction of length n on arrays of ``rows``,
+    keeping ``group`` consecutive rows (one channel's k*k taps) in one tile
+    (:func:`imckit.mapping.row_tiles`, the one mapping)."""
+    return row_tiles(n, rows, group)
 
 
 def radix4_codes(X, x_scale, phase):
@@ -109,22 +114,19 @@ def radix4_codes(X, x_scale, phase):
     return torch.where(nz, code, torch.full_like(code, 14))
 
 
-def input_planes(X, kind, x_bits, levels, x_scale, phase, rows) -> InputPlanes:
-    """Split inputs X (B, N) into the planes applied one per cycle (see :func:`imckit.imc.mvm`)."""
+def input_planes(X, kind, x_bits, levels, x_scale, phase, rows, group=1,
+                 sign_mode="two-cycle") -> InputPlanes:
+    """Split inputs X (B, N) into the planes applied one per cycle (see :func:`imckit.imc.mvm`).
+
+    Signed inputs (``signed``, ``radix4``) in ``sign_mode="one-cycle"`` get one plane per
+    magnitude digit with digits of both signs (a +-1 row drive, read by a bipolar ADC).
+    """
     dev = X.device
     B, N = X.shape
-    spans = tiles(N, rows)
+    spans = tiles(N, rows, group)
+    one = sign_mode == "one-cycle"
     if kind == "radix4":
-        code = radix4_codes(X, x_scale, phase)
-        hit = code.unsqueeze(0) == torch.arange(14, device=dev).view(-1, 1, 1)   # (14, B, N)
-        present = torch.stack([hit[:, :, s:e].any(-1) for s, e in spans])      # (T, 14, B)
-        used = present.any(2).any(0).nonzero().view(-1)            # planes used anywhere
-        digits = hit[used].to(torch.float32)
-        lev = (used % 7 + 1).to(torch.float64)                     # exponent field e
-        w = x_scale * (0.5 if phase else 1.0) * torch.pow(4.0, lev - 7)
-        w = torch.where(used >= 7, -w, w)
-        active = [p[used] for p in present]
-        return InputPlanes(digits, w, active, int((code < 14).sum()))
+        return _radix4_planes(X, levels, x_scale, phase, spans, sign_mode)
     if x_scale != 1.0:
         raise ValueError(f"x_scale={x_scale!r} is not allowed for x_kind={kind!r}: allowed 1.0 "
                          "(x_scale only places the radix-4 grid)")
@@ -133,10 +135,14 @@ def input_planes(X, kind, x_bits, levels, x_scale, phase, rows) -> InputPlanes:
         check_ints("X", X, -m, m, f"x_kind='signed', x_bits={x_bits}")
         xi = X.to(torch.int32)
         t = torch.arange(x_bits - 1, device=dev, dtype=torch.int32).view(-1, 1, 1)
-        digits = torch.cat([(xi.clamp(min=0).unsqueeze(0) >> t) & 1,
-                            ((-xi).clamp(min=0).unsqueeze(0) >> t) & 1]).to(torch.float32)
         w = 2.0 ** torch.arange(x_bits - 1, device=dev, dtype=torch.float64)
-        w, L = torch.cat([w, -w]), 2
+        mag = ((xi.abs().unsqueeze(0) >> t) & 1).to(torch.float32)
+        if one:                                                    # +-1 digits, one cycle
+            digits = mag * torch.sign(xi).to(torch.float32).unsqueeze(0)
+        else:
+            pos = (xi > 0).to(torch.float32).unsqueeze(0)
+            digits, w = torch.cat([mag * pos, mag * (1 - pos)]), torch.cat([w, -w])
+        L = 2
     else:
         check_ints("X", X, 0, 2**x_bits - 1, f"x_kind={kind!r}, x_bits={x_bits}")
         L = levels if kind == "multilevel" else 2
@@ -150,9 +156,41 @@ def input_planes(X, kind, x_bits, levels, x_scale, phase, rows) -> InputPlanes:
             xi = X.to(torch.int32).unsqueeze(0)
             digits = (xi // (L ** t).view(-1, 1, 1)) % L
         digits, w = digits.to(torch.float32), float(L) ** t.to(torch.float64)
-    active = [digits[:, :, s:e].amax(-1) > 0 for s, e in spans]
+    return _finish(digits, w, spans, bipolar=kind == "signed" and one)
+
+
+def _finish(digits, w, spans, bipolar):
+    """Drop planes no vector uses; per row tile, the (plane, vector) cycles that run."""
+    nz = digits != 0
+    active = [nz[:, :, s:e].any(-1) for s, e in spans]
     used = torch.stack(active).any(0).any(1)
     if not bool(used.all()):
-        digits, w, active = digits[used], w[used], [a[used] for a in active]
-    drives = int(digits.sum() if L == 2 else (digits > 0).sum())
-    return InputPlanes(digits, w, active, drives)
+        digits, w, nz, active = digits[used], w[used], nz[used], [a[used] for a in active]
+    return InputPlanes(digits, w, active, int(nz.sum()), bipolar)
+
+
+def _radix4_planes(X, levels, x_scale, phase, spans, sign_mode):
+    """Radix-4 inputs: exponents e = 1..7 in groups of ``g = radix4_group(levels)`` per cycle
+    (digit ``4^((e-1) % g)``, plane weight ``base * 4^(e0-7)`` of the group's lowest exponent);
+    signs in separate planes (``two-cycle``) or as signed digits (``one-cycle``)."""
+    code = radix4_codes(X, x_scale, phase)                     # 0..13, 14 = zero
+    nz = code < 14
+    e0 = code % 7                                              # e - 1
+    g = radix4_group(levels)
+    G = -(-7 // g)                                             # groups per sign
+    neg = (code >= 7) & nz
+    one = sign_mode == "one-cycle"
+    plane = torch.where(nz, e0 // g + (0 if one else G) * neg.to(torch.int64),
+                        torch.full_like(code, -1))
+    digit = torch.pow(4.0, (e0 % g).to(torch.float32))
+    if one:
+        digit = torch.where(neg, -digit, digit)
+    n_planes = G if one else 2 * G
+    idx = torch.arange(n_planes, device=X.device).view(-1, 1, 1)
+    digits = torch.where(plane.unsqueeze(0) == idx, digit.unsqueeze(0), 0.0)
+    base = x_scale * (0.5 if phase else 1.0)
+    j = torch.arange(n_planes, device=X.device, dtype=torch.float64) % G
+    w = base * torch.pow(4.0, j * g + 1 - 7)
+    if not one:
+        w = torch.where(torch.arange(n_planes, device=X.device) >= G, -w, w)
+    return _finish(digits, w, spans, bipolar=one)

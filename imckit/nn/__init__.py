@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..work import WORK_SCHEMA
 from .config import LayerConfig, make_config
 from .engine import MVM_INDEX, TrainingMVMs
 from .inspect import layer_operands, step_operands
@@ -131,13 +132,20 @@ def reset_work(model: nn.Module) -> None:
 def collect_work(model: nn.Module) -> dict:
     """Work of every IMC layer and MVM since the last :func:`reset_work` (JSON-able).
 
-    Returns ``{"steps", "batch", "layers": [{"name", "shape": [N, M], "positions", "mvms":
-    {mvm: {"placement", "macs", "conversions", "cycles", "row_drives", "write_bits", ...}}}]}``:
-    ``steps`` optimizer steps, ``batch`` samples per training call, ``positions`` output
-    positions per sample (1 for a linear layer), work summed over every training call.
+    Returns ``{"schema", "steps", "batch", "layers": [{"name", "kind", "shape": [N, M],
+    "positions", "in_positions", "kernel_area", "samples", "input_grad", "signed_input",
+    "rows", "columns", "adc_bits", "sign_mode", "mvms": {mvm: {"placement", "macs",
+    "conversions", "cycles", "row_drives", "write_bits", "outputs", ...}}}]}``: ``steps``
+    optimizer steps, ``batch`` the largest samples per training call, ``samples`` summed over
+    calls, ``positions`` / ``in_positions`` output / input positions per sample (1 for a linear
+    layer), work summed over every training call. IMC MVMs also carry ``dense_cycles`` and
+    ``dense_drives``, what the same calls would cost with every input plane non-empty (the
+    denominator of the occupancy :func:`imckit.energy.training_step_energy` accepts), and
+    ``adc_range``.
     """
     layers = [m for _, m in imc_layers(model)]
-    return {"steps": max((m._work_steps for m in layers), default=0),
+    return {"schema": WORK_SCHEMA,
+            "steps": max((m._work_steps for m in layers), default=0),
             "batch": max((m._batch for m in layers), default=0),
             "layers": [m.work_report() for m in layers]}
 
@@ -150,4 +158,4 @@ def placements_of(model: nn.Module) -> dict[str, dict[str, str]]:
 __all__ = ["LayerConfig", "make_config", "IMCLinear", "IMCConv2d", "IMCModule", "TrainingMVMs",
            "convert", "before_step", "after_step", "collect_work", "reset_work",
            "nonfinite_grad_seen", "imc_layers", "placements_of", "step_operands",
-           "layer_operands", "MVMS"]
+           "layer_operands", "MVMS", "WORK_SCHEMA"]

@@ -27,7 +27,7 @@ class LayerConfig:
 
     >>> cfg = LayerConfig(adaptability="two-level")
     >>> cfg.placements()
-    {'forward': 'imc', 'backward': 'imc', 'weight_grad': 'digital'}
+    {'forward': 'imc', 'backward': 'imc', 'weight_grad': 'fp32'}
     >>> LayerConfig(placement="fp32").placements()["weight_grad"]
     'fp32'
     >>> LayerConfig(w_bits=1)
@@ -47,6 +47,11 @@ class LayerConfig:
 
     fallback: str = "weight_grad"
     """Under ``two-level``, the MVM that stays digital ([I] our default: the weight gradient)."""
+
+    fallback_placement: str = "fp32"
+    """What an MVM the adaptability mode keeps off IMC computes, and so what the energy model
+    prices it at: ``fp32`` (default: the baseline's precision, under which two-level saves
+    ~3x), ``bf16``, ``int8`` or ``digital`` (exact INT4 x radix-4) [I]."""
 
     imc: Any = None
     """The :class:`imckit.imc.IMCConfig` of the arrays; ``None`` means ``IMCConfig.jia22_16nm()``
@@ -97,7 +102,8 @@ class LayerConfig:
     Default ``False``: every layer is mapped, so small models show the effect (SPEC §2)."""
 
     ends_placement: str = "fp32"
-    """Placement of the first and last layers when ``keep_ends`` ([I] fp32 stands in for SUN20's
+    """Placement of the first and last layers when ``keep_ends``: one of ``fp32``, ``bf16``,
+    ``int8``, ``digital``; priced as what it computes ([I] fp32 stands in for SUN20's
     higher-precision end layers)."""
 
     adc_percentile: float = 99.9
@@ -131,7 +137,8 @@ class LayerConfig:
         check_choice("backward_phase", self.backward_phase, (0, 1))
         check_choice("weight_grad_phase", self.weight_grad_phase, (0, 1))
         check_choice("keep_ends", self.keep_ends, (True, False))
-        check_choice("ends_placement", self.ends_placement, mapping.PLACEMENTS)
+        check_choice("ends_placement", self.ends_placement, mapping.DIGITAL_PLACEMENTS)
+        check_choice("fallback_placement", self.fallback_placement, mapping.DIGITAL_PLACEMENTS)
         check_range("adc_percentile", self.adc_percentile, 0.0, 100.0, lo_open=True)
         check_range("recalibrate_every", self.recalibrate_every, 0, None, integer=True)
         check_choice("record_errors", self.record_errors, (True, False))
@@ -141,7 +148,8 @@ class LayerConfig:
 
     def placements(self) -> dict[str, str]:
         """Placement of each of the three MVMs (``forward``, ``backward``, ``weight_grad``)."""
-        return mapping.placements(self.adaptability, fallback=self.fallback, base=self.placement)
+        return mapping.placements(self.adaptability, fallback=self.fallback, base=self.placement,
+                                  fallback_placement=self.fallback_placement)
 
     def imc_config(self):
         """The IMC configuration in use (``jia22_16nm()`` when ``imc`` is ``None``)."""

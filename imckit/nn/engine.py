@@ -4,16 +4,19 @@ For a linear layer ``y = W x`` (``W`` is M x N, a batch of B inputs as the rows 
 
 1. forward ``Y = Xq Wq^T``: INT weights stored in the array (``Wq^T``, N rows x M columns),
    INT activations streamed in;
-2. backward ``dX = D0 Wq``: the transposed array (``Wq``, M rows x N columns), the output
-   gradient streamed in as radix-4 values quantized with TPR phase 0;
+2. backward ``dX = D0 Wq``: a second array holding ``Wq`` (M rows x N columns), the output
+   gradient streamed in as radix-4 values quantized with TPR phase 0. For a convolution this is
+   the transposed convolution (rotated kernel, ``C_out*k*k`` rows x ``C_in`` columns, one vector
+   per input position), as :mod:`imckit.mapping.arrays` maps it;
 3. weight gradient ``dW = D1^T Xq``: the activations ``Xq`` written into an array (B rows x N
    columns, the batch is the reduction), the gradient streamed in as radix-4 phase 1.
 
 Each MVM runs where :meth:`LayerConfig.placements` puts it: ``imc`` (the simulator
 :func:`imckit.imc.mvm`), ``digital`` (the same quantized product computed exactly in float64,
-whose 53-bit mantissa holds every partial sum of 4-bit operands) or ``fp32`` (no quantization).
-Rounding of weights and activations passes gradients straight through (STE), zero where an
-operand was clipped. Master weights stay fp32.
+whose 53-bit mantissa holds every partial sum of 4-bit operands), or a digital engine at
+``fp32``, ``bf16`` or ``int8`` (:func:`digital_product`: the MVM's float operands rounded to
+that format). Rounding of weights and activations passes gradients straight through (STE), zero
+where an operand was clipped. Master weights stay fp32.
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from .. import formats
 from ..work import Work
 
 MVM_INDEX = {"forward": 0, "backward": 1, "weight_grad": 2}
+QUANTIZED = ("imc", "digital")
+"""Placements whose operands are INT4 / radix-4."""
 
 
 def quantize_weight(w: torch.Tensor, cfg):
@@ -64,38 +69,71 @@ def exact_product(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return (x.double() @ a.double()).to(x.dtype)
 
 
+def cast(t: torch.Tensor, precision: str):
+    """``(values, scale)`` of ``t`` rounded to ``precision``: ``fp32`` as is, ``bf16`` rounded
+    to bfloat16, ``int8`` symmetric per-tensor INT8 levels (scale ``max|t| / 127``).
+
+    >>> cast(torch.tensor([1.0, -0.5]), "int8")[0].tolist()
+    [127.0, -64.0]
+    """
+    if precision == "fp32":
+        return t, 1.0
+    if precision == "bf16":
+        return t.to(torch.bfloat16).to(t.dtype), 1.0
+    amax = float(t.detach().abs().max()) if t.numel() else 0.0
+    step = amax / 127 if amax > 0 else 1.0
+    return torch.round(t / step).clamp_(-127, 127), step
+
+
+def digital_product(x: torch.Tensor, a: torch.Tensor, placement: str) -> torch.Tensor:
+    """``x @ a`` on a digital engine: ``digital`` (already-quantized INT/radix-4 operands,
+    exact), or both operands rounded to ``fp32``, ``bf16`` or ``int8`` (exact integer sums)."""
+    if placement == "digital":
+        return exact_product(x, a)
+    prec = "fp32" if placement == "fp32" else placement
+    xv, xs = cast(x, prec)
+    av, as_ = cast(a, prec)
+    if prec == "int8":
+        return (exact_product(xv, av) * (xs * as_)).to(x.dtype)
+    return xv @ av
+
+
 class TrainingMVMs(torch.autograd.Function):
-    """``Y = X W^T`` with the forward, backward and weight-gradient MVMs placed per layer.
+    """``Y = rows(X) W^T`` with the forward, backward and weight-gradient MVMs placed per layer.
 
     ``layer`` is an :class:`imckit.nn.layers.IMCModule`: it holds the configuration, the ADC
-    ranges, the gradient scale, the random generator and the work records.
+    ranges, the gradient scale, the random generator and the work records, and says how its
+    input becomes rows (``_rows``: identity or im2col) and how the backward MVM sits on the
+    arrays (``_backward_operands``, ``_input_grad_float``).
     """
 
     @staticmethod
     def forward(ctx, x, w, layer):
         pl = layer.mvm_placements
         training = layer.training
-        quant_x = pl["forward"] != "fp32" or pl["weight_grad"] != "fp32"
-        quant_w = pl["forward"] != "fp32" or pl["backward"] != "fp32"
+        quant_x = pl["forward"] in QUANTIZED or pl["weight_grad"] in QUANTIZED
+        quant_w = pl["forward"] in QUANTIZED or pl["backward"] in QUANTIZED
         xl = xs = xmask = wl = ws = wmask = None
         signed = False
+        w2 = w.reshape(w.shape[0], -1)
+        layer._macs = layer._positions_of(x) * w2.numel()     # logical MACs of each MVM
         if quant_x:
             signed = layer._input_signed(x)
             alpha = layer._activation_clip(x, signed)
             xl, xs, xmask = quantize_input(x, alpha, signed, layer.cfg.a_bits)
         if quant_w:
             wl, ws, wmask = quantize_weight(w, layer.cfg)
-        if pl["forward"] == "fp32":
-            y = x @ w.t()
-            layer._record("forward", "fp32", Work(macs=x.shape[0] * w.shape[0] * w.shape[1]))
-        else:
+        if pl["forward"] in QUANTIZED:
             kw = dict(a_bits=layer.cfg.w_bits, a_signed=True, x_bits=layer.cfg.a_bits,
-                      x_kind="signed" if signed else "unsigned")
-            y = layer._mvm("forward", wl.t(), xl, kw) * (xs * ws)
+                      x_kind=layer._x_kind(signed), row_group=layer.kernel_area)
+            y = layer._mvm("forward", wl.reshape(w2.shape).t(), layer._rows(xl), kw) * (xs * ws)
+        else:
+            x2 = layer._rows(x)
+            y = layer._digital("forward", x2, w2.t())
         if training and quant_w:
-            layer._program_weights(w.shape, backward=x.requires_grad)
+            layer._program_weights(w2.shape, backward=x.requires_grad)
         ctx.layer = layer
-        ctx.meta = (xs, ws, signed, pl["forward"] != "fp32")
+        ctx.meta = (xs, ws, signed, pl["forward"] in QUANTIZED)
         ctx.save_for_backward(x, w, xl, xmask, wl, wmask)
         return y
 
@@ -116,35 +154,34 @@ class TrainingMVMs(torch.autograd.Function):
             return (torch.full_like(x, nan) if ctx.needs_input_grad[0] else None,
                     torch.full_like(w, nan) if ctx.needs_input_grad[1] else None, None)
         S = None
-        if pl["backward"] != "fp32" or pl["weight_grad"] != "fp32":
+        if pl["backward"] in QUANTIZED or pl["weight_grad"] in QUANTIZED:
             S = layer._grad_scale(gy)
         if ctx.needs_input_grad[0]:
-            if pl["backward"] == "fp32":
-                wu = wl * ws if fwd_quant else w
-                gx = gy @ wu
-                layer._record("backward", "fp32", Work(macs=gy.shape[0] * w.shape[0] * w.shape[1]))
-            else:
+            if pl["backward"] in QUANTIZED:
                 d0 = radix4(gy, S, cfg.backward_phase, cfg.grad_rounding, layer._generator(gy))
+                A, X, unrows = layer._backward_operands(d0, wl)
                 kw = dict(a_bits=cfg.w_bits, a_signed=True, x_kind="radix4", x_scale=S,
-                          phase=cfg.backward_phase)
-                gx = layer._mvm("backward", wl, d0, kw) * ws
+                          phase=cfg.backward_phase, row_group=layer.kernel_area)
+                gx = unrows(layer._mvm("backward", A, X, kw)) * ws
+            else:
+                wu = wl * ws if fwd_quant else w
+                gx = layer._input_grad_float(gy, wu, x.shape)
             if xmask is not None and fwd_quant:
                 gx = gx * xmask
         if ctx.needs_input_grad[1]:
-            if pl["weight_grad"] == "fp32":
-                xu = xl * xs if fwd_quant else x
-                gw = gy.t() @ xu
-                layer._record("weight_grad", "fp32",
-                              Work(macs=gy.shape[0] * w.shape[0] * w.shape[1]))
-            else:
+            if pl["weight_grad"] in QUANTIZED:
                 d1 = radix4(gy, S, cfg.weight_grad_phase, cfg.grad_rounding, layer._generator(gy))
                 kw = dict(a_bits=cfg.a_bits, a_signed=signed, x_kind="radix4", x_scale=S,
                           phase=cfg.weight_grad_phase)
-                gw = layer._mvm("weight_grad", xl, d1.t(), kw) * xs
+                gw = layer._mvm("weight_grad", layer._rows(xl), d1.t(), kw) * xs
+            else:
+                xu = layer._rows(xl * xs if fwd_quant else x)
+                gw = layer._digital("weight_grad", gy.t(), xu)
+            gw = gw.reshape(w.shape)
             if wmask is not None and fwd_quant:        # STE of the forward's weight clip
                 gw = gw * wmask
         return gx, gw, None
 
 
 __all__ = ["TrainingMVMs", "quantize_weight", "quantize_input", "radix4", "exact_product",
-           "MVM_INDEX"]
+           "digital_product", "cast", "MVM_INDEX", "QUANTIZED"]

@@ -16,24 +16,30 @@ from .engine import quantize_input, quantize_weight, radix4
 from .layers import IMCConv2d, IMCModule
 
 
-def layer_operands(layer: IMCModule, x2: torch.Tensor, gy: torch.Tensor) -> dict:
-    """``{mvm: (A, X, kw)}`` for a layer's 2-D input ``x2`` (rows = positions) and output
-    gradient ``gy`` (same rows), with the layer's current clip and a fresh ``max`` GradScale."""
+def layer_operands(layer: IMCModule, x: torch.Tensor, gy: torch.Tensor) -> dict:
+    """``{mvm: (A, X, kw)}`` of a layer for its input ``x`` (as the layer receives it: 2-D rows
+    for a linear layer, an image batch for a conv, whose last forward set its geometry) and its
+    output gradient rows ``gy`` (one per output position), with the layer's current clip and a
+    fresh ``max`` GradScale. The backward MVM of a conv is its transposed convolution
+    (:mod:`imckit.mapping.arrays`)."""
     cfg = layer.cfg
-    signed = layer._input_signed(x2)
+    signed = layer._input_signed(x)
     alpha = float(layer.a_max) if float(layer.a_max) > 0 else 1.0
-    xl, _, _ = quantize_input(x2, alpha, signed, cfg.a_bits)
-    w2 = layer.weight.detach().reshape(layer.weight.shape[0], -1)
-    wl, _, _ = quantize_weight(w2, cfg)
+    xl, _, _ = quantize_input(x, alpha, signed, cfg.a_bits)
+    xl = layer._rows(xl)
+    wl, _, _ = quantize_weight(layer.weight.detach(), cfg)
     S = formats.GradScale("max").scale_for(gy)
     g = torch.Generator(device=gy.device).manual_seed(cfg.seed)
     d0 = radix4(gy, S, cfg.backward_phase, cfg.grad_rounding, g)
     d1 = radix4(gy, S, cfg.weight_grad_phase, cfg.grad_rounding, g)
+    A_b, X_b, _ = layer._backward_operands(d0, wl)
     return {
-        "forward": (wl.t(), xl, dict(a_bits=cfg.w_bits, a_signed=True, x_bits=cfg.a_bits,
-                                     x_kind="signed" if signed else "unsigned")),
-        "backward": (wl, d0, dict(a_bits=cfg.w_bits, a_signed=True, x_kind="radix4", x_scale=S,
-                                  phase=cfg.backward_phase)),
+        "forward": (wl.reshape(wl.shape[0], -1).t(), xl,
+                    dict(a_bits=cfg.w_bits, a_signed=True, x_bits=cfg.a_bits,
+                         x_kind=layer._x_kind(signed), row_group=layer.kernel_area)),
+        "backward": (A_b, X_b, dict(a_bits=cfg.w_bits, a_signed=True, x_kind="radix4",
+                                    x_scale=S, phase=cfg.backward_phase,
+                                    row_group=layer.kernel_area)),
         "weight_grad": (xl, d1.t(), dict(a_bits=cfg.a_bits, a_signed=signed, x_kind="radix4",
                                          x_scale=S, phase=cfg.weight_grad_phase)),
     }
@@ -73,12 +79,10 @@ def step_operands(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[di
     out = []
     for name, (mod, xin, gout) in seen.items():
         if isinstance(mod, IMCConv2d):
-            cols = F.unfold(xin, mod.kernel_size, mod.dilation, mod.padding, mod.stride)
-            x2 = cols.transpose(1, 2).reshape(-1, cols.shape[1])
             g2 = gout.flatten(2).transpose(1, 2).reshape(-1, gout.shape[1])
         else:
-            x2, g2 = xin.reshape(-1, xin.shape[-1]), gout.reshape(-1, gout.shape[-1])
-        out.append({"name": name, "operands": layer_operands(mod, x2, g2)})
+            xin, g2 = xin.reshape(-1, xin.shape[-1]), gout.reshape(-1, gout.shape[-1])
+        out.append({"name": name, "operands": layer_operands(mod, xin, g2)})
     return out
 
 

@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import formats
+from ..mapping import CountRules, MVMMap
 from ..work import Work
 from .config import LayerConfig, make_config
-from .engine import MVM_INDEX, TrainingMVMs, exact_product
+from .engine import MVM_INDEX, TrainingMVMs, cast, digital_product, exact_product
 
 MVMS = tuple(MVM_INDEX)
 
@@ -44,6 +45,7 @@ class IMCModule(nn.Module):
         self.register_buffer("signed_seen", torch.zeros((), dtype=torch.bool))
         self.register_buffer("adc_range", torch.zeros(3))  # per MVM; 0 = not calibrated yet
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self._input_grad_seen = False
         self._imc_cfgs: dict = {}
         self._generators: dict = {}
         self._gs = formats.GradScale(rule=cfg.grad_scale)
@@ -51,17 +53,20 @@ class IMCModule(nn.Module):
         self._candidate: dict[str, float] = {}
         self._writes_pending = True
         self._nonfinite = False
+        self._rules = CountRules.from_layer(cfg)
         self.reset_work()
 
     # --- records -----------------------------------------------------------------------
     def reset_work(self) -> None:
         """Forget the work and error records (the layer's state is kept)."""
         self._work = {m: Work() for m in MVMS}
+        self._dense = {m: [0, 0] for m in MVMS}   # cycles, row drives with every plane non-empty
         self._errors = {m: [0.0, 0.0, 0] for m in MVMS}  # sum sq. error, sum sq. exact, count
         self._work_steps = 0
         self._batch = 0
+        self._samples = 0
 
-    def _record(self, name: str, placement: str, work: Work) -> None:
+    def _record(self, name: str, work: Work) -> None:
         if self.training:
             self._work[name] = self._work[name] + work
 
@@ -76,9 +81,17 @@ class IMCModule(nn.Module):
                               "sqnr_db": 10 * math.log10(ssr / sse) if sse > 0 else math.inf}
             if self.mvm_placements[m] == "imc":
                 d["adc_range"] = float(self.adc_range[MVM_INDEX[m]])
+            if self.mvm_placements[m] == "imc":
+                d["dense_cycles"], d["dense_drives"] = self._dense[m]
             mvms[m] = d
-        return {"name": self.layer_name, "shape": list(self.mvm_shape),
-                "positions": int(self.positions), "mvms": mvms}
+        ic = self.cfg.imc_config()
+        return {"name": self.layer_name, "kind": self.kind, "shape": list(self.mvm_shape),
+                "positions": int(self.positions), "in_positions": int(self.in_positions),
+                "kernel_area": int(self.kernel_area), "samples": int(self._samples),
+                "input_grad": bool(self._input_grad_seen),
+                "signed_input": bool(self.signed_seen), "rows": ic.rows,
+                "columns": ic.columns, "adc_bits": ic.adc_bits, "sign_mode": ic.sign_mode,
+                "mvms": mvms}
 
     # --- helpers called by TrainingMVMs -------------------------------------------------
     def _generator(self, like: torch.Tensor) -> torch.Generator:
@@ -159,12 +172,15 @@ class IMCModule(nn.Module):
                 self._due[name] = False
         return float(self.adc_range[i])
 
+    def _digital(self, name: str, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """``x @ a`` of MVM ``name`` on its digital placement (records MACs and outputs)."""
+        self._record(name, Work(macs=self._macs, outputs=x.shape[0] * a.shape[1]))
+        return digital_product(x, a, self.mvm_placements[name])
+
     def _mvm(self, name: str, A: torch.Tensor, X: torch.Tensor, kw: dict) -> torch.Tensor:
-        """``X @ A`` on the placement of MVM ``name`` (``digital`` or ``imc``)."""
-        macs = X.shape[0] * X.shape[1] * A.shape[1]
+        """``X @ A`` of a quantized MVM on its placement (``digital`` or ``imc``)."""
         if self.mvm_placements[name] == "digital":
-            self._record(name, "digital", Work(macs=macs))
-            return exact_product(X, A)
+            return self._digital(name, X, A)
         from .. import imc
 
         cfg = self._imc_cfg(name)
@@ -177,8 +193,15 @@ class IMCModule(nn.Module):
             # the weight-gradient array is rewritten with the activations at every call.
             w["write_bits"] = (A.shape[0] * A.shape[1] * kw["a_bits"]
                                if name == "weight_grad" else 0)
-            w["macs"] = macs
-            self._record(name, "imc", Work(**w))
+            w["macs"] = self._macs
+            self._record(name, Work(**w))
+            kind = "radix4" if kw["x_kind"] == "radix4" else (
+                "signed" if kw["x_kind"] == "signed" else "unsigned")
+            mp = MVMMap(name, "", A.shape[0], A.shape[1], X.shape[0], kw.get("row_group", 1),
+                        kw["a_bits"], kind, 0, 0)
+            dense = mp.dense(self._rules, cfg.rows, cfg.columns)
+            self._dense[name][0] += dense["cycles"]
+            self._dense[name][1] += dense["row_drives"]
             if self.cfg.record_errors:
                 ref = exact_product(X, A)
                 e = self._errors[name]
@@ -187,11 +210,38 @@ class IMCModule(nn.Module):
                 e[2] += int(ref.numel())
         return y.to(X.dtype)
 
-    def _call(self, x2: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    # --- how this layer's operands sit on the arrays (the one mapping, imckit.mapping) ----
+    kernel_area = 1
+    kind = "linear"
+
+    def _x_kind(self, signed: bool) -> str:
+        if signed:
+            return "signed"
+        return "multilevel" if self.cfg.imc_config().input_levels > 2 else "unsigned"
+
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer input as MVM rows (one per position)."""
+        return x
+
+    def _positions_of(self, x: torch.Tensor) -> int:
+        """MVM rows (vectors of the forward) of input ``x``."""
+        return x.shape[0]
+
+    def _backward_operands(self, d: torch.Tensor, wl: torch.Tensor):
+        """``(A, X, unrows)`` of the backward MVM: stored ``Wq`` (M x N), the gradient rows,
+        and how the result becomes the input gradient."""
+        return wl, d, lambda g: g
+
+    def _input_grad_float(self, gy: torch.Tensor, w: torch.Tensor, x_shape) -> torch.Tensor:
+        return self._digital("backward", gy, w)
+
+    def _call(self, x: torch.Tensor, batch: int) -> torch.Tensor:
         if self.training:
             self._nonfinite = False
-            self._batch = max(self._batch, self._batch_of_call)
-        return TrainingMVMs.apply(x2, w2, self)
+            self._batch = max(self._batch, batch)
+            self._samples += batch
+            self._input_grad_seen = self._input_grad_seen or x.requires_grad
+        return TrainingMVMs.apply(x, self.weight, self)
 
     # --- step hooks ----------------------------------------------------------------------
     def after_step(self) -> None:
@@ -210,9 +260,11 @@ class IMCModule(nn.Module):
                 "due": dict(self._due), "candidate": dict(self._candidate),
                 "writes_pending": self._writes_pending,
                 "work": {m: self._work[m].to_dict() for m in MVMS},
+                "dense": {m: list(v) for m, v in self._dense.items()},
+                "samples": self._samples, "input_grad": self._input_grad_seen,
                 "errors": {m: list(v) for m, v in self._errors.items()},
                 "work_steps": self._work_steps, "batch": self._batch,
-                "positions": int(self.positions)}
+                "positions": int(self.positions), "in_positions": int(self.in_positions)}
 
     def set_extra_state(self, state) -> None:
         for k, s in state.get("generators", {}).items():
@@ -226,9 +278,13 @@ class IMCModule(nn.Module):
         self._writes_pending = state.get("writes_pending", True)
         self._work = {m: Work.from_dict(d) for m, d in state.get("work", {}).items()} or self._work
         self._errors = {m: list(v) for m, v in state.get("errors", {}).items()} or self._errors
+        self._dense = {m: list(v) for m, v in state.get("dense", {}).items()} or self._dense
+        self._samples = state.get("samples", 0)
+        self._input_grad_seen = state.get("input_grad", False)
         self._work_steps = state.get("work_steps", 0)
         self._batch = state.get("batch", 0)
         self.positions = state.get("positions", self.positions)  # of the last call (conv)
+        self.in_positions = state.get("in_positions", self.in_positions)
 
     def extra_repr(self) -> str:
         pl = ", ".join(f"{m}={p}" for m, p in self.mvm_placements.items())
@@ -260,6 +316,7 @@ class IMCLinear(IMCModule):
         return (self.in_features, self.out_features)
 
     positions = 1
+    in_positions = 1
 
     @classmethod
     def from_float(cls, linear: nn.Linear, cfg: LayerConfig | None = None, *,
@@ -274,8 +331,7 @@ class IMCLinear(IMCModule):
             return F.linear(x, self.weight, self.bias)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
-        self._batch_of_call = x2.shape[0]
-        y = self._call(x2, self.weight)
+        y = self._call(x2, x2.shape[0])
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*lead, self.out_features)
@@ -308,7 +364,7 @@ class IMCConv2d(IMCModule):
         self.kernel_size, self.stride = ref.kernel_size, ref.stride
         self.padding, self.dilation = ref.padding, ref.dilation
         self.weight, self.bias = ref.weight, ref.bias
-        self.positions = 0
+        self.positions = self.in_positions = 0
         self._setup(make_config(cfg, **overrides), layer_index)
 
     @property
@@ -328,6 +384,57 @@ class IMCConv2d(IMCModule):
                   layer_index=layer_index, **overrides)
         return new._copy_params(conv)
 
+    kind = "conv2d"
+
+    @property
+    def kernel_area(self) -> int:
+        return self.kernel_size[0] * self.kernel_size[1]
+
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+    def _positions_of(self, x: torch.Tensor) -> int:
+        return x.shape[0] * self._out_hw[0] * self._out_hw[1]
+
+    def _grad_image(self, d: torch.Tensor) -> torch.Tensor:
+        """Output-gradient rows (B*Ho*Wo, C_out) as an image (B, C_out, Ho, Wo)."""
+        Ho, Wo = self._out_hw
+        return d.reshape(-1, Ho, Wo, self.out_channels).permute(0, 3, 1, 2)
+
+    def _backward_operands(self, d: torch.Tensor, wl: torch.Tensor):
+        """The transposed convolution (:mod:`imckit.mapping.arrays`): the output gradient,
+        zero-inserted by the stride and padded, unfolded at every INPUT position (rows
+        ``C_out*k*k``), against the kernel rotated by 180 degrees with its channel axes swapped
+        (stored ``C_out*k*k`` x ``C_in``)."""
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (self.kernel_size, self.stride, self.padding,
+                                                   self.dilation)
+        B, _, H, W = self._x_shape
+        Ho, Wo = self._out_hw
+        g = self._grad_image(d)
+        z = g.new_zeros(B, self.out_channels, (Ho - 1) * sh + 1, (Wo - 1) * sw + 1)
+        z[:, :, ::sh, ::sw] = g
+        z = F.pad(z, (dw * (kw - 1) - pw, W - (Wo - 1) * sw - 1 + pw,
+                      dh * (kh - 1) - ph, H - (Ho - 1) * sh - 1 + ph))
+        cols = F.unfold(z, (kh, kw), dilation=(dh, dw))            # (B, C_out*k*k, H*W)
+        X = cols.transpose(1, 2).reshape(B * H * W, -1)
+        A = wl.flip(2, 3).permute(0, 2, 3, 1).reshape(-1, self.in_channels)
+
+        def unrows(gx):
+            return gx.reshape(B, H, W, self.in_channels).permute(0, 3, 1, 2)
+
+        return A, X, unrows
+
+    def _input_grad_float(self, gy: torch.Tensor, w: torch.Tensor, x_shape) -> torch.Tensor:
+        pl = self.mvm_placements["backward"]
+        self._record("backward", Work(macs=self._macs, outputs=int(torch.Size(x_shape).numel())))
+        (g, gs), (wv, ws) = cast(gy, pl), cast(w, pl)
+        g = self._grad_image(g)
+        if pl == "int8":                                           # exact integer sums
+            g, wv = g.double(), wv.double()
+        gx = torch.nn.grad.conv2d_input(x_shape, wv, g, self.stride, self.padding, self.dilation)
+        return (gx * (gs * ws)).to(gy.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.all_fp32:
             return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
@@ -335,11 +442,9 @@ class IMCConv2d(IMCModule):
         kh, kw = self.kernel_size
         Ho = (H + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
         Wo = (Wd + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
-        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
-        x2 = cols.transpose(1, 2).reshape(B * Ho * Wo, -1)
-        self.positions = Ho * Wo
-        self._batch_of_call = B
-        y = self._call(x2, self.weight.reshape(self.out_channels, -1))
+        self.positions, self.in_positions = Ho * Wo, H * Wd
+        self._out_hw, self._x_shape = (Ho, Wo), tuple(x.shape)
+        y = self._call(x, B)
         y = y.reshape(B, Ho * Wo, self.out_channels).transpose(1, 2)
         y = y.reshape(B, self.out_channels, Ho, Wo)
         if self.bias is not None:
