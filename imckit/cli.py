@@ -6,16 +6,29 @@ print ONE line (``imckit train: error: ...``) and exit with status 2, before any
 A run with ``--out run.json`` checkpoints to ``run.json.ckpt`` after every epoch; killed and
 rerun with the same command, it resumes there and writes the same JSON an uninterrupted run
 would (wall times aside). The checkpoint is removed once the JSON is written.
+
+Files (checked before any compute): ``--out`` must be a file path in a folder this process can
+write; ``run.json.lock`` (an advisory ``flock`` holding the owner's PID; a lock whose owner died
+is simply taken over) makes a second run on the same ``--out`` refuse with the running PID; an
+existing result of other settings is refused unless ``--overwrite``; a checkpoint that cannot
+be read is refused with one line, and ``--restart`` deletes it and starts over. Temp files are
+removed when a write fails.
+
+Exit status: 0 done, 1 the run failed (diverged, or the result could not be written), 2 a bad
+argument or a refused file, 130 interrupted. ``sweep`` exits 1 when some points failed.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import platform
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -49,9 +62,11 @@ def _number(kind, lo=None, hi=None, lo_open=False):
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        rng = f"{'>' if lo_open else '>='} {lo:g}" if hi is None else f"in {lo:g}..{hi:g}"
+        if math.isinf(v):                       # inf lr or weight decay: NaN weights, exit 0
+            raise argparse.ArgumentTypeError(f"{text} is not finite: allowed {rng}, finite")
         if math.isnan(v) or (lo is not None and (v <= lo if lo_open else v < lo)) or (
                 hi is not None and v > hi):
-            rng = f"{'>' if lo_open else '>='} {lo:g}" if hi is None else f"in {lo:g}..{hi:g}"
             raise argparse.ArgumentTypeError(f"{text} is out of range: allowed {rng}")
         return v
     parse.__name__ = kind.__name__
@@ -120,7 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "is fixed)")
     r = t.add_argument_group("run")
     r.add_argument("--out", default=None, metavar="RUN.json",
-                   help="write the JSON result here (checkpoint: RUN.json.ckpt)")
+                   help="write the JSON result here (checkpoint: RUN.json.ckpt; lock while "
+                   "running: RUN.json.lock)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out written with other settings (refused "
+                   "otherwise)")
+    r.add_argument("--restart", action="store_true",
+                   help="delete RUN.json.ckpt (e.g. an unreadable one) and train from epoch 1 "
+                   "instead of resuming")
     r.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="torch device (auto: cuda if available)")
     r.add_argument("--threads", type=_number(int, 0), default=0,
@@ -137,22 +159,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel workers (default: the file's n_jobs, else 1)")
     w.add_argument("--out", default=None, metavar="DIR",
                    help="records folder (default: the file's out, else CONFIG-results/)")
+    w.add_argument("--allow-function", action="append", default=[], metavar="MODULE",
+                   help="trust MODULE: let the sweep file name functions from it (runs its "
+                   "code); without it only imckit.* functions are allowed; repeatable")
+    w.add_argument("--yes", action="store_true",
+                   help="run a grid of more than 10000 points x seeds (refused otherwise)")
     w.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
 def _sweep(args, parser) -> int:
-    """``imckit sweep``: run a sweep file, print where the records are."""
+    """``imckit sweep``: run a sweep file, print where the records are and what failed."""
     from . import sweep
+    out = args.out
     try:
-        spec = sweep.load_spec(args.config)
+        spec = sweep.load_spec(args.config, allow_functions=args.allow_function)
         out = args.out or spec["out"]
-        recs = sweep.run(spec["function"], spec["grid"], seeds=spec["seeds"], out_dir=out,
-                         fixed=spec["fixed"], n_jobs=args.n_jobs or spec["n_jobs"],
-                         progress=not args.no_progress)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", sweep.PointFailedWarning)    # summarized below
+            recs = sweep.run(spec["function"], spec["grid"], seeds=spec["seeds"], out_dir=out,
+                             fixed=spec["fixed"], n_jobs=args.n_jobs or spec["n_jobs"],
+                             progress=not args.no_progress, allow_functions=args.allow_function,
+                             max_points=None if args.yes else sweep.MAX_POINTS)
     except ValueError as e:
         parser.error(str(e).splitlines()[0] if str(e) else "invalid sweep")
+    except KeyboardInterrupt:
+        where = f" in {out}" if out else ""
+        print(f"{parser.prog}: interrupted; finished points are saved{where}: rerun the same "
+              "command to resume", file=sys.stderr, flush=True)
+        return 130
     print(f"{len(recs)} records in {out}")
+    if recs.failed:
+        e = recs.failed[0]["error"]
+        msg = e["message"].splitlines()[0] if e["message"] else ""
+        print(f"{parser.prog}: {len(recs.failed)} point(s) failed (first: {e['type']}: {msg}); "
+              f"see {out}/*.failed.json and *.traceback.txt; rerun the same command to retry "
+              "them", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -167,10 +210,9 @@ def _imc_config(args, parser):
         parser.error(str(e))
 
 
-def _build(args, parser):
-    """Validate everything that needs the package, then load data and build the model."""
+def _setup(args, parser):
+    """Cheap checks that need the package: threads, device, the simulated chip's config."""
     import torch
-    from . import data, models
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -178,6 +220,12 @@ def _build(args, parser):
     device = torch.device("cuda" if args.device == "cuda" or (
         args.device == "auto" and torch.cuda.is_available()) else "cpu")
     imc_cfg = _imc_config(args, parser) if args.placement == "imc" else None
+    return device, imc_cfg
+
+
+def _build(args, parser, device, imc_cfg):
+    """Load the data and build (and convert) the model."""
+    from . import data, models
     try:
         if args.dataset == "digits":
             ds = data.digits()
@@ -185,8 +233,8 @@ def _build(args, parser):
             ds = data.mnist5k()
         else:
             ds = data.cifar10(args.data_dir, download=args.download)
-    except (FileNotFoundError, ValueError) as e:
-        parser.error(str(e))
+    except (OSError, ValueError) as e:           # missing, refused, offline, unreadable
+        parser.error(str(e).splitlines()[0] if str(e) else type(e).__name__)
     c, hw = ds.input_shape[0], ds.input_shape[-1]
     if args.model == "mlp":
         model = models.mlp(ds.in_features, args.hidden, ds.n_classes, seed=args.seed)
@@ -201,7 +249,104 @@ def _build(args, parser):
                                 keep_ends=args.keep_ends, imc=imc_cfg, seed=args.seed)
         except ValueError as e:
             parser.error(str(e))
-    return ds, model.to(device), device, imc_cfg
+    return ds, model.to(device)
+
+
+def _check_out(text: str | None, parser) -> Path | None:
+    """``--out`` as a path whose folder exists (created) and is writable; else one-line error."""
+    if text is None:
+        return None
+    if not text.strip():
+        parser.error(f"argument --out: {text!r} is empty: give a file path such as run.json")
+    out = Path(text)
+    if out.is_dir():
+        parser.error(f"argument --out: {text} is a directory: give a file path such as "
+                     f"{out / 'run.json'}")
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=out.name + ".", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        why = "not a folder" if parent.exists() and not parent.is_dir() else (e.strerror or e)
+        parser.error(f"argument --out: cannot write in {parent} ({why})")
+    return out
+
+
+class _OutLock:
+    """An exclusive lock on one ``--out``: ``OUT.lock`` with the owner's PID, held by ``flock``.
+
+    The kernel drops the ``flock`` when its process dies, so a lock file left by a dead run is
+    simply taken over. Without ``fcntl`` (not POSIX) nothing is locked.
+    """
+
+    def __init__(self, out: Path):
+        self.path = Path(str(out) + ".lock")
+        self.fd: int | None = None
+
+    def acquire(self) -> str | None:
+        """Take the lock; ``None`` on success, else the holder's PID (as text)."""
+        try:
+            import fcntl
+        except ImportError:                     # pragma: no cover (not POSIX)
+            return None
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                return holder
+            try:                                # the holder may have unlinked it meanwhile
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _check_existing(out: Path, config: dict, parser) -> None:
+    """Refuse to replace a result of other settings (``--overwrite`` skips this check)."""
+    if not out.exists():
+        return
+    try:
+        old = json.loads(out.read_text())["config"]
+        if not isinstance(old, dict):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError):
+        parser.error(f"argument --out: {out} exists and is not an imckit train result: pass "
+                     "--overwrite to replace it, or choose another --out")
+    new = _clean(config)
+    diff = sorted(k for k in set(old) | set(new)
+                  if k not in ("n_train", "n_test") and old.get(k) != new.get(k))
+    if diff:
+        parser.error(f"argument --out: {out} holds a result of other settings (differs in "
+                     f"{diff}): pass --overwrite to replace it, or choose another --out")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write via a temp file and a rename; the temp file is removed if anything fails."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _clean(obj):
@@ -223,10 +368,8 @@ def _row(r: dict) -> str:
 
 
 def _train(args, parser) -> int:
-    import numpy
-    import torch
-    from . import __version__, train
-    ds, model, device, imc_cfg = _build(args, parser)
+    out = _check_out(args.out, parser)          # every check before any compute
+    device, imc_cfg = _setup(args, parser)
     config = {"dataset": args.dataset, "model": args.model,
               "hidden": list(args.hidden) if args.model == "mlp" else None,
               "placement": args.placement, "adaptability": args.adaptability,
@@ -234,12 +377,32 @@ def _train(args, parser) -> int:
               "adc_bits": getattr(imc_cfg, "adc_bits", args.adc_bits),
               "keep_ends": args.keep_ends, "epochs": args.epochs, "batch_size": args.batch_size,
               "lr": args.lr, "momentum": args.momentum, "weight_decay": args.weight_decay,
-              "schedule": args.schedule, "seed": args.seed, "device": device.type,
-              "n_train": len(ds.y_train), "n_test": len(ds.y_test)}
-    out = Path(args.out) if args.out else None
+              "schedule": args.schedule, "seed": args.seed, "device": device.type}
+    if out is None:
+        return _run_training(args, parser, None, config, device, imc_cfg)
+    lock = _OutLock(out)
+    holder = lock.acquire()
+    if holder is not None:
+        parser.error(f"argument --out: {out} is in use by another run (PID {holder}; lock file "
+                     f"{lock.path}): wait for it to finish, or choose another --out")
+    try:
+        if not args.overwrite:
+            _check_existing(out, config, parser)
+        return _run_training(args, parser, out, config, device, imc_cfg)
+    finally:
+        lock.release()
+
+
+def _run_training(args, parser, out, config, device, imc_cfg) -> int:
+    import numpy
+    import torch
+    from . import __version__, train
     ckpt = Path(str(out) + ".ckpt") if out else None
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
+    if args.restart and ckpt is not None and ckpt.exists():
+        ckpt.unlink()
+        print(f"imckit train: --restart: deleted {ckpt}", flush=True)
+    ds, model = _build(args, parser, device, imc_cfg)
+    config = {**config, "n_train": len(ds.y_train), "n_test": len(ds.y_test)}
 
     class Table(train.Callback):
         def on_train_begin(self, history):
@@ -262,8 +425,11 @@ def _train(args, parser) -> int:
                          augment="crop-flip" if args.dataset == "cifar10" else None,
                          callbacks=[Table()], checkpoint=ckpt, progress=not args.no_progress,
                          config=config)
-    except ValueError as e:                     # e.g. a checkpoint from other settings
+    except ValueError as e:                     # a checkpoint from other settings, unreadable
         parser.error(str(e))
+    except train.DivergenceError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr, flush=True)
+        return 1
     except KeyboardInterrupt:
         msg = f"; rerun the same command to resume from {ckpt}" if ckpt else ""
         print(f"imckit train: interrupted{msg}", file=sys.stderr)
@@ -273,13 +439,27 @@ def _train(args, parser) -> int:
                   "versions": {"python": platform.python_version(), "torch": torch.__version__,
                                "numpy": numpy.__version__, "imckit": __version__},
                   "seed": args.seed, "history": hist.records, "work": hist.work}
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(_clean(result), indent=1, allow_nan=False) + "\n")
-        os.replace(tmp, out)
+        try:
+            _write_text(out, json.dumps(_clean(result), indent=1, allow_nan=False) + "\n")
+        except OSError as e:
+            kept = f"; {ckpt} is kept: rerun the same command to write it" if ckpt else ""
+            print(f"{parser.prog}: error: cannot write {out} ({e.strerror or e}){kept}",
+                  file=sys.stderr, flush=True)
+            return 1
         if ckpt is not None and ckpt.exists():
             ckpt.unlink()
         print(f"wrote {out}")
     return 0
+
+
+@contextlib.contextmanager
+def _one_line_warnings(prog: str):
+    """Show warnings as ``prog: warning: message`` (one line, no source line)."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {message}", file=sys.stderr, flush=True)
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -287,9 +467,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     sub = parser._subparsers._group_actions[0].choices[args.command]   # for one-line errors
-    if args.command == "train":
-        return _train(args, sub)
-    if args.command == "sweep":
-        return _sweep(args, sub)
+    with _one_line_warnings(sub.prog):
+        if args.command == "train":
+            return _train(args, sub)
+        if args.command == "sweep":
+            return _sweep(args, sub)
     parser.error(f"unknown command {args.command!r}")     # pragma: no cover (argparse catches it)
     return 2

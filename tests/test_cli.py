@@ -58,6 +58,10 @@ def test_help_documents_every_flag(capsys):
     (["train", "--epochs", "0"], "--epochs"),
     (["train", "--batch-size", "-4"], "--batch-size"),
     (["train", "--lr", "0"], "--lr"),
+    (["train", "--lr", "inf"], "--lr: inf is not finite: allowed > 0, finite"),
+    (["train", "--lr", "nan"], "--lr: nan is out of range"),
+    (["train", "--weight-decay", "inf"], "--weight-decay: inf is not finite: allowed >= 0, finite"),
+    (["train", "--cap-mismatch", "inf"], "--cap-mismatch: inf is not finite"),
     (["train", "--momentum", "2"], "--momentum"),
     (["train", "--dataset", "imagenet"], "invalid choice"),
     (["train", "--adaptability", "three-level"], "invalid choice"),
@@ -157,3 +161,171 @@ def test_imc_run_records_work(capsys, tmp_path):
     assert len(layers) == 2
     assert {"forward", "backward", "weight_grad"} <= set(layers[0]["mvms"])
     assert layers[0]["mvms"]["forward"]["conversions"] > 0
+
+
+# --- issue 11: divergence, files, network ------------------------------------------------------
+
+def _err_lines(capsys):
+    return [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+
+
+def test_divergence_is_one_line_and_exit_1(capsys, tmp_path):
+    out = tmp_path / "run.json"
+    code = cli.main(["train", "--lr", "1e6", "--batch-size", "16", "--epochs", "1",
+                     "--out", str(out), *FAST])
+    assert code == 1
+    lines = _err_lines(capsys)
+    assert all(ln.startswith("imckit train: ") for ln in lines)
+    assert sum("learning rate halved" in ln for ln in lines) == 3
+    assert lines[-1].startswith("imckit train: error: training diverged at epoch 1")
+    assert not out.exists() and not Path(str(out) + ".lock").exists()
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Fail loudly if a run gets as far as loading data."""
+    from imckit import data
+
+    def boom(*a, **k):
+        raise AssertionError("compute started before the check")
+    for name in ("digits", "mnist5k", "cifar10"):
+        monkeypatch.setattr(data, name, boom)
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda d: "", "argument --out: '' is empty"),
+    (lambda d: str(d), "is a directory"),
+    (lambda d: str((d / "file").touch() or d / "file" / "run.json"), "(not a folder)"),
+    (lambda d: "/proc/imckit-no-such-dir/run.json", "cannot write in /proc/imckit-no-such-dir"),
+])
+def test_bad_out_path_is_refused_before_any_compute(capsys, tmp_path, no_compute, make, needle):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--out", make(tmp_path), *FAST])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and needle in err, err
+
+
+def test_second_run_on_the_same_out_is_refused_naming_the_pid(capsys, tmp_path, no_compute):
+    out = tmp_path / "run.json"
+    other = cli._OutLock(out)                    # a separate open file: what another run holds
+    assert other.acquire() is None
+    try:
+        with pytest.raises(SystemExit) as e:
+            cli.main(["train", "--out", str(out), *FAST])
+    finally:
+        other.release()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert f"in use by another run (PID {os.getpid()}" in err
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(capsys, tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out = tmp_path / "run.json"
+    Path(str(out) + ".lock").write_text(f"{dead.pid}\n")
+    assert cli.main(["train", "--epochs", "1", "--out", str(out), *FAST]) == 0
+    assert out.exists() and not Path(str(out) + ".lock").exists()
+
+
+def test_other_settings_over_an_existing_result_need_overwrite(capsys, tmp_path, monkeypatch):
+    out = tmp_path / "run.json"
+    assert cli.main(["train", "--epochs", "1", "--out", str(out), *FAST]) == 0
+    first = out.read_text()
+    capsys.readouterr()
+    assert cli.main(["train", "--epochs", "1", "--out", str(out), *FAST]) == 0   # same: fine
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--epochs", "1", "--seed", "3", "--out", str(out), *FAST])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "holds a result of other settings (differs in ['seed'])" in err
+    assert json.loads(out.read_text())["seed"] == json.loads(first)["seed"] == 0
+    assert cli.main(["train", "--epochs", "1", "--seed", "3", "--overwrite", "--out", str(out),
+                     *FAST]) == 0
+    assert json.loads(out.read_text())["seed"] == 3
+    out.write_text("not json")
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--epochs", "1", "--out", str(out), *FAST])
+    assert "is not an imckit train result" in capsys.readouterr().err
+
+
+def test_failed_result_write_leaves_no_temp_and_keeps_the_checkpoint(capsys, tmp_path, monkeypatch):
+    out = tmp_path / "run.json"
+    real = os.replace
+
+    def full_disk(src, dst):
+        if str(dst) == str(out):
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+    monkeypatch.setattr(os, "replace", full_disk)
+    assert cli.main(["train", "--epochs", "1", "--out", str(out), *FAST]) == 1
+    err = _err_lines(capsys)
+    assert len(err) == 1 and "cannot write" in err[0] and "No space left" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json.ckpt"]
+    monkeypatch.setattr(os, "replace", real)
+    assert cli.main(["train", "--epochs", "1", "--out", str(out), *FAST]) == 0   # rerun writes it
+    assert "resumed from" in capsys.readouterr().out and out.exists()
+
+
+def test_unreadable_checkpoint_is_refused_then_restart_starts_over(capsys, tmp_path):
+    out = tmp_path / "run.json"
+    ckpt = Path(str(out) + ".ckpt")
+    ckpt.write_bytes(b"")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--epochs", "1", "--out", str(out), *FAST])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert "cannot be read" in err and str(ckpt) in err and "--restart" in err
+    assert cli.main(["train", "--epochs", "1", "--restart", "--out", str(out), *FAST]) == 0
+    assert "--restart: deleted" in capsys.readouterr().out and out.exists()
+
+
+def test_download_offline_is_one_line_and_has_a_timeout(capsys, tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+    seen = {}
+
+    def offline(url, timeout=None, **kw):
+        seen["timeout"] = timeout
+        raise urllib.error.URLError(OSError(101, "Network is unreachable"))
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--download",
+                  *FAST])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "cannot download" in err, err
+    assert seen["timeout"] and seen["timeout"] > 0
+
+
+# --- issue 11: the sweep command ---------------------------------------------------------------
+
+def _spec(tmp_path, text):
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_sweep_failures_are_summarized_with_exit_1(capsys, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    (tmp_path / "fail").touch()
+    spec = _spec(tmp_path, f"function: sweep_points:fails_on\ngrid: {{x: [1, 2, 3]}}\n"
+                           f"fixed: {{bad: 2, log_dir: {tmp_path}}}\nout: recs\n")
+    argv = ["sweep", str(spec), "--no-progress", "--allow-function", "sweep_points"]
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert "2 records in" in captured.out
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "1 point(s) failed (first: ValueError: x=2 is cursed)" in err[0]
+    (tmp_path / "fail").unlink()
+    assert cli.main(argv) == 0 and "3 records in" in capsys.readouterr().out
+
+
+def test_sweep_needs_yes_above_the_size_limit(capsys, tmp_path):
+    grid = ", ".join(f"a{i}: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]" for i in range(10))
+    spec = _spec(tmp_path, f"function: imckit.sweep:example_point\ngrid: {{{grid}}}\n")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["sweep", str(spec), "--no-progress"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert "10000000000 points" in err and "--yes" in err
+    spec = _spec(tmp_path, "function: imckit.sweep:example_point\ngrid: {x: [1, 2]}\n")
+    assert cli.main(["sweep", str(spec), "--no-progress", "--yes"]) == 0
