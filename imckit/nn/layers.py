@@ -235,6 +235,20 @@ class IMCModule(nn.Module):
     def _input_grad_float(self, gy: torch.Tensor, w: torch.Tensor, x_shape) -> torch.Tensor:
         return self._digital("backward", gy, w)
 
+    def _record_fast(self, x: torch.Tensor, batch: int) -> None:
+        """Work of the fp32 fast path (every MVM on fp32: plain torch ops, nothing simulated):
+        MACs and outputs of the three MVMs, so a record still prices the run."""
+        if not self.training:
+            return
+        self._batch = max(self._batch, batch)
+        self._samples += batch
+        self._input_grad_seen = self._input_grad_seen or x.requires_grad
+        macs = self._positions_of(x) * self.weight.numel()
+        self._record("forward", Work(macs=macs, outputs=self._positions_of(x) * self.weight.shape[0]))
+        if x.requires_grad:
+            self._record("backward", Work(macs=macs, outputs=x.numel()))
+        self._record("weight_grad", Work(macs=macs, outputs=self.weight.numel()))
+
     def _call(self, x: torch.Tensor, batch: int) -> torch.Tensor:
         if self.training:
             self._nonfinite = False
@@ -328,6 +342,7 @@ class IMCLinear(IMCModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.all_fp32:
+            self._record_fast(x.reshape(-1, self.in_features), x.reshape(-1, self.in_features).shape[0])
             return F.linear(x, self.weight, self.bias)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
@@ -436,14 +451,15 @@ class IMCConv2d(IMCModule):
         return (gx * (gs * ws)).to(gy.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.all_fp32:
-            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
         B, _, H, Wd = x.shape
         kh, kw = self.kernel_size
         Ho = (H + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
         Wo = (Wd + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
         self.positions, self.in_positions = Ho * Wo, H * Wd
         self._out_hw, self._x_shape = (Ho, Wo), tuple(x.shape)
+        if self.all_fp32:
+            self._record_fast(x, B)
+            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
         y = self._call(x, B)
         y = y.reshape(B, Ho * Wo, self.out_channels).transpose(1, 2)
         y = y.reshape(B, self.out_channels, Ho, Wo)
