@@ -220,6 +220,125 @@ def test_convert_from_float_and_keep_ends():
         inn.IMCConv2d.from_float(nn.Conv2d(2, 2, 1, groups=2))
 
 
+# --- convert: every MVM module is converted or reported (issue 11) --------------------------
+
+def _no_mvm_modules():
+    """Modules without an MVM of their own: convert leaves them alone, silently."""
+    return [nn.Embedding(5, 3), nn.BatchNorm1d(3), nn.LayerNorm(3), nn.MaxPool1d(1),
+            nn.AvgPool2d(1), nn.ReLU(), nn.GELU(), nn.Dropout(0.1), nn.Flatten(), nn.Identity()]
+
+
+def _unconverted_mvm_modules():
+    """``(module, what the report says)`` for every MVM module convert cannot put on IMC."""
+    return [(nn.Conv1d(1, 1, 1), "Conv1d"), (nn.Conv3d(1, 1, 1), "Conv3d"),
+            (nn.ConvTranspose1d(1, 1, 1), "ConvTranspose1d"),
+            (nn.ConvTranspose2d(1, 1, 1), "ConvTranspose2d"),
+            (nn.ConvTranspose3d(1, 1, 1), "ConvTranspose3d"), (nn.Bilinear(2, 2, 2), "Bilinear"),
+            (nn.LazyLinear(2), "LazyLinear: uninitialized"),
+            (nn.LazyConv2d(2, 1), "LazyConv2d: uninitialized"),
+            (nn.MultiheadAttention(4, 2), "MultiheadAttention"), (nn.RNN(2, 2), "RNN"),
+            (nn.LSTM(2, 2), "LSTM"), (nn.GRU(2, 2), "GRU"), (nn.RNNCell(2, 2), "RNNCell"),
+            (nn.LSTMCell(2, 2), "LSTMCell"), (nn.GRUCell(2, 2), "GRUCell"),
+            (nn.Conv2d(2, 2, 1, groups=2), "Conv2d: groups=2"),
+            (nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect"), "Conv2d: padding_mode"),
+            (nn.Conv2d(1, 1, 3, padding="same"), "Conv2d: padding='same'")]
+
+
+def test_convert_reports_every_unconverted_mvm_in_one_error_and_changes_nothing():
+    # issue 11: Conv1d, Conv3d, ConvTranspose*, RNNs, Bilinear, LazyLinear, ... stayed fp32
+    # silently; groups != 1 raised mid-conversion, leaving a half-converted model
+    bad = _unconverted_mvm_modules()
+    net = nn.Sequential(nn.Linear(2, 2), *[m for m, _ in bad], *_no_mvm_modules())
+    kinds = [type(m) for m in net]
+    with pytest.raises(ValueError) as err:
+        inn.convert(net)
+    msg = str(err.value)
+    assert "\n" not in msg and "allow_unconverted=True" in msg
+    for i, (_, what) in enumerate(bad, start=1):
+        assert f"'{i}' ({what}" in msg
+    for i in range(len(bad) + 1, len(net)):           # no-MVM modules are not listed
+        assert f"'{i}' (" not in msg
+    assert "'0' (" not in msg and [type(m) for m in net] == kinds
+
+
+def test_convert_allow_unconverted_warns_once_and_converts_the_rest():
+    net = nn.Sequential(nn.Linear(4, 4), nn.Conv1d(1, 1, 1), nn.LSTM(2, 2))
+    with pytest.warns(UserWarning, match=r"'1' \(Conv1d.*'2' \(LSTM") as rec:
+        inn.convert(net, allow_unconverted=True)
+    assert len(rec) == 1
+    assert [type(m).__name__ for m in net] == ["IMCLinear", "Conv1d", "LSTM"]
+    with pytest.raises(ValueError, match="allow_unconverted='yes'"):
+        inn.convert(nn.Linear(2, 2), allow_unconverted="yes")
+
+
+def test_convert_leaves_modules_without_an_mvm_silently(recwarn):
+    net = nn.Sequential(*_no_mvm_modules(), nn.Linear(3, 2))
+    inn.convert(net)
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+    assert [type(m) for m in net][:-1] == [type(m) for m in _no_mvm_modules()]
+    assert isinstance(net[-1], inn.IMCLinear)
+
+
+def test_convert_converts_subclasses_that_call_their_own_forward():
+    # issue 11: type(m) in (nn.Linear, nn.Conv2d) skipped every subclass
+    class Conv(nn.Conv2d):
+        pass
+
+    class Scaled(nn.Linear):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    lazy = nn.LazyLinear(3)
+    lazy(torch.rand(1, 4))                              # initialized: a plain Linear now
+    ndq = nn.modules.linear.NonDynamicallyQuantizableLinear(3, 3)
+    net = nn.Sequential(Conv(1, 1, 1), nn.Flatten(), lazy, ndq)
+    inn.convert(net)
+    assert [type(m).__name__ for m in net] == ["IMCConv2d", "Flatten", "IMCLinear", "IMCLinear"]
+    with pytest.raises(ValueError, match=r"'0' \(Scaled: subclass overrides forward"):
+        inn.convert(nn.Sequential(Scaled(2, 2)))
+
+
+def test_convert_reports_multihead_attention_and_keeps_its_out_proj():
+    # MHA calls F.multi_head_attention_forward with out_proj.weight: converting out_proj
+    # would leave that MVM in fp32 anyway, so MHA itself is the module reported
+    mha = nn.MultiheadAttention(4, 2)
+    net = nn.Sequential()
+    net.attn = mha
+    with pytest.raises(ValueError, match=r"'attn' \(MultiheadAttention: .*out_proj") as err:
+        inn.convert(net)
+    assert "out_proj' (" not in str(err.value)
+    with pytest.warns(UserWarning):
+        inn.convert(net, allow_unconverted=True)
+    assert type(mha.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+    x = torch.rand(3, 1, 4)
+    assert mha(x, x, x)[0].shape == (3, 1, 4)
+
+
+def test_convert_keeps_a_shared_module_one_shared_layer():
+    # issue 11: a module used twice was converted once and its weights stopped being shared
+    torch.manual_seed(0)
+    lin = nn.Linear(3, 3)
+    inner = nn.Sequential(lin, nn.ReLU())
+    net = nn.Sequential(inner, lin, nn.Sequential(lin))
+    inn.convert(net, placement="digital")
+    layer = net[1]
+    assert isinstance(layer, inn.IMCLinear) and net[0][0] is layer and net[2][0] is layer
+    assert len(inn.imc_layers(net)) == 1 and layer.weight is lin.weight
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    w0 = layer.weight.detach().clone()
+    net(torch.rand(4, 3)).sum().backward()
+    opt.step()
+    assert not torch.equal(layer.weight, w0) and net[0][0].weight is net[2][0].weight
+
+
+def test_convert_keeps_tied_parameters_tied():
+    a, b = nn.Linear(3, 3, bias=False), nn.Linear(3, 3, bias=False)
+    b.weight = a.weight
+    net = inn.convert(nn.Sequential(a, nn.ReLU(), b), placement="digital")
+    assert net[0] is not net[2] and net[0].weight is net[2].weight
+    assert len(list(net.parameters())) == 1
+
+
 def test_work_counts_are_consistent():
     torch.manual_seed(8)
     N, M, B, steps = 12, 10, 16, 3

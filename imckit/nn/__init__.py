@@ -26,9 +26,13 @@ every layer the pooled one from the next step on. Under ``full`` each (layer, MV
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
 
+from .._validate import check_choice
 from ..work import WORK_SCHEMA
 from .config import LayerConfig, make_config
 from .engine import MVM_INDEX, TrainingMVMs
@@ -43,40 +47,139 @@ def imc_layers(model: nn.Module) -> list[tuple[str, IMCModule]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, IMCModule)]
 
 
-def convert(model: nn.Module, cfg: LayerConfig | None = None, **overrides) -> nn.Module:
+UNCONVERTED_MVM = (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                   nn.ConvTranspose3d, nn.Bilinear, nn.MultiheadAttention, nn.RNNBase,
+                   nn.RNNCellBase)
+"""Modules that multiply by their own weights but have no IMC layer: :func:`convert` reports
+them (one ValueError, or one warning with ``allow_unconverted=True``). Embedding (a lookup),
+normalization, pooling, activations and dropout are no MVMs and are left alone silently."""
+
+_READS_CHILD_WEIGHTS = {
+    nn.MultiheadAttention: "reads out_proj.weight itself (F.multi_head_attention_forward)",
+    nn.TransformerEncoderLayer: "its inference fast path reads linear1/linear2 weights itself",
+}
+"""Parents that use their Linear children's weights without calling the children, so
+converting a child would not move that MVM onto IMC: the parent is reported instead."""
+
+
+def convert(model: nn.Module, cfg: LayerConfig | None = None, *, allow_unconverted: bool = False,
+            **overrides) -> nn.Module:
     """Replace every ``nn.Linear`` and ``nn.Conv2d`` of ``model`` by its IMC layer (in place).
+
+    Subclasses are converted too unless they override ``forward`` (for Conv2d also
+    ``_conv_forward``) or their parent reads their weights itself (MultiheadAttention's
+    ``out_proj``). Modules that multiply by their own weights but cannot be converted
+    (:data:`UNCONVERTED_MVM`, uninitialized lazy modules, Conv2d with ``groups != 1``, a
+    non-zero padding mode or string padding, the cases above) are reported in ONE ValueError
+    listing each name and type, before anything is modified; with ``allow_unconverted=True``
+    they stay in fp32 and one warning lists them. A module reachable from several parents
+    becomes ONE IMC layer that all of them hold. The new layers keep the original weight and
+    bias Parameters (same objects, so tied weights stay tied and an optimizer built before
+    stays valid) unless their dtype differs from the IMC layer's (then a copy).
 
     Layers are numbered in module order (the number seeds each layer's arrays). With
     ``keep_ends=True`` the first and last of them get ``ends_placement`` (as SUN20 kept the
     first and last layers at higher precision). Returns the model (or the new layer when
     ``model`` itself is a Linear/Conv2d).
+
+    >>> net = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Flatten(), nn.LazyLinear(2))
+    >>> convert(net)
+    Traceback (most recent call last):
+    ...
+    ValueError: convert: these modules multiply by their own weights but cannot run on IMC, so they would silently stay fp32: '0' (Conv1d: no IMC layer), '2' (LazyLinear: uninitialized lazy module, run one forward pass first); replace them, or pass allow_unconverted=True to keep them in fp32 with a warning
     """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model={type(model).__name__} is not allowed: pass a torch.nn.Module")
+    check_choice("allow_unconverted", allow_unconverted, [True, False])
     cfg = make_config(cfg, **overrides)
-    found = [(n, m) for n, m in model.named_modules()
-             if type(m) in (nn.Linear, nn.Conv2d) or isinstance(m, IMCModule)]
+    holders = _holders(model)
+    found, problems = _plan(model, holders)
+    if problems:
+        msg = ("convert: these modules multiply by their own weights but cannot run on IMC, "
+               "so they would silently stay fp32: " + ", ".join(problems))
+        if not allow_unconverted:
+            raise ValueError(msg + "; replace them, or pass allow_unconverted=True to keep them "
+                             "in fp32 with a warning")
+        warnings.warn(msg + " (allow_unconverted=True)", UserWarning, stacklevel=2)
     last = len(found) - 1
     out = model
     for i, (name, mod) in enumerate(found):
         c = cfg
         if cfg.keep_ends and i in (0, last):
             c = cfg.replace(placement=cfg.ends_placement)
-        if isinstance(mod, IMCModule):
-            src = mod
-            kind = IMCLinear if isinstance(mod, IMCLinear) else IMCConv2d
-            new = kind.from_float(_as_float(src), c, layer_index=i)
-        elif isinstance(mod, nn.Linear):
-            new = IMCLinear.from_float(mod, c, layer_index=i)
-        else:
-            new = IMCConv2d.from_float(mod, c, layer_index=i)
+        new = _imc_layer(mod, c, i)
         new.layer_name = name or type(mod).__name__.lower()
         new.train(mod.training)
-        if name == "":
+        if mod is model:
             out = new
-        else:
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, new)
+        for parent, key in holders.get(id(mod), ()):
+            setattr(parent, key, new)
     return out
+
+
+def _plan(model: nn.Module, holders: dict) -> tuple[list[tuple[str, nn.Module]], list[str]]:
+    """``(layers to convert, problems)``: each layer once (its first name, module order), and
+    ``"'name' (Type: why)"`` for each module with an MVM that cannot be converted."""
+    found, problems = [], []
+    for name, mod in model.named_modules():
+        why = _why_not(mod, [p for p, _ in holders.get(id(mod), ())])
+        if why == "":
+            found.append((name, mod))
+        elif why is not None:
+            problems.append(f"{name or '<model>'!r} ({type(mod).__name__}: {why})")
+    return found, problems
+
+
+def _why_not(mod: nn.Module, parents: list[nn.Module]) -> str | None:
+    """``""``: convert ``mod``; a reason: report it; None: leave it alone (no MVM of its own,
+    or its parent, reported itself, reads its weights)."""
+    if isinstance(mod, IMCModule):
+        return ""
+    reads = [why for kind, why in _READS_CHILD_WEIGHTS.items() if isinstance(mod, kind)]
+    if isinstance(mod, LazyModuleMixin) and mod.has_uninitialized_params():
+        return "uninitialized lazy module, run one forward pass first"
+    if not isinstance(mod, (nn.Linear, nn.Conv2d)):
+        if isinstance(mod, UNCONVERTED_MVM):
+            return "no IMC layer" + (f"; it {reads[0]}" if reads else "")
+        return f"no IMC layer; {reads[0]}" if reads else None
+    if any(isinstance(p, tuple(_READS_CHILD_WEIGHTS)) for p in parents):
+        return None
+    base = nn.Linear if isinstance(mod, nn.Linear) else nn.Conv2d
+    overridden = [f for f in ("forward", "_conv_forward")
+                  if hasattr(base, f) and getattr(type(mod), f) is not getattr(base, f)]
+    if overridden:
+        return f"subclass overrides {overridden[0]}, an IMC layer would drop it"
+    if base is nn.Conv2d:
+        if mod.groups != 1:
+            return f"groups={mod.groups}, IMC layers need groups=1"
+        if mod.padding_mode != "zeros":
+            return f"padding_mode={mod.padding_mode!r}, IMC layers pad with zeros"
+        if isinstance(mod.padding, str):
+            return f"padding={mod.padding!r}, IMC layers need integer padding"
+    return ""
+
+
+def _holders(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
+    """``id(module) -> [(parent, attribute name), ...]``: every place that holds it."""
+    holders: dict[int, list[tuple[nn.Module, str]]] = {}
+    for parent in model.modules():
+        for key, child in parent._modules.items():
+            if child is not None:
+                holders.setdefault(id(child), []).append((parent, key))
+    return holders
+
+
+def _imc_layer(mod: nn.Module, cfg: LayerConfig, index: int) -> IMCModule:
+    """The IMC layer for ``mod`` (Linear, Conv2d or an IMC layer to re-configure), holding
+    ``mod``'s own weight and bias Parameters when their dtype matches (else copies)."""
+    src = _as_float(mod) if isinstance(mod, IMCModule) else mod
+    kind = IMCLinear if isinstance(src, nn.Linear) else IMCConv2d
+    new = kind.from_float(src, cfg, layer_index=index)
+    for p in ("weight", "bias"):
+        old = getattr(src, p)
+        if old is not None and old.dtype == getattr(new, p).dtype:
+            setattr(new, p, old)
+    return new
 
 
 def _as_float(layer: IMCModule) -> nn.Module:
