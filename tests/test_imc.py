@@ -379,6 +379,27 @@ def test_config_float_fields_are_the_ones_checked():
             "v_dd"} <= set(FLOAT_FIELDS)
 
 
+@pytest.mark.parametrize("changes, match", [
+    (dict(cap_unit_ff=5e-324, rows=1), r"cap_unit_ff=5e-324.* noise of inf"),   # was 1/0
+    (dict(v_dd=1e-300), r"v_dd=1e-300 give kT/C noise of 6e\+295"),
+    (dict(temperature_k=1e300), r"^temperature_k=1e\+300.* allowed 0..1"),
+    (dict(adc_noise_lsb=1e308), r"^adc_noise_lsb=1e\+308 is out of range: allowed 0..65536"),
+    (dict(adc_range=1e-40), r"^adc_range=1e-40 is out of range: allowed 2.32831e-10..1")])
+def test_config_rejects_finite_values_that_break_mvm(changes, match):
+    # finite but absurd: mvm raised RuntimeError (float32 overflow) or returned NaN
+    with pytest.raises(ValueError, match=match):
+        imc.IMCConfig(**changes)
+
+
+def test_config_extremes_within_range_give_finite_mvm():
+    A, X = torch.tensor([[7, -8], [3, 1]]), torch.tensor([[15, 15], [1, 0]])
+    quiet = dict(cap_unit_ff=5e-324, rows=4, thermal_noise=False)     # no kT/C: no check
+    for cfg in (imc.IMCConfig(**quiet), imc.IMCConfig(rows=4, adc_noise_lsb=2**16),
+                imc.IMCConfig(rows=4, adc_range=imc.config.ADC_RANGE_MIN),
+                imc.IMCConfig(rows=4, adc_bits=None, temperature_k=1e8, cap_unit_ff=1.0)):
+        assert torch.isfinite(imc.mvm(A, X, cfg)).all()
+
+
 @pytest.mark.parametrize("A,X,kw,match", [
     (torch.tensor([[8]]), torch.tensor([[1]]), {}, r"A contains 8.*-8\.\.7"),
     (torch.tensor([[0.5]]), torch.tensor([[1]]), {}, r"A contains 0.5.*not an integer"),

@@ -14,6 +14,10 @@ from .._validate import check_choice, check_range
 BOLTZMANN = 1.380649e-23
 """Boltzmann constant k in J/K (SI exact)."""
 
+ADC_RANGE_MIN = 2.0 ** -32
+"""Smallest ``adc_range``: one count of a ``2**32``-row column; a smaller range overflows the
+ADC gain (float32) and gave NaN."""
+
 
 @dataclass(frozen=True)
 class IMCConfig:
@@ -30,14 +34,16 @@ class IMCConfig:
     """ADC resolution in bits, 1..16 (8-bit SAR [JIA22, S2]); ``None`` = no quantization at all
     (an infinitely fine converter, for analysis only)."""
     adc_range: float = 1.0
-    """Top of the ADC input range as a fraction of full column swing, in (0, 1]. 1.0 [I]."""
+    """Top of the ADC input range as a fraction of full column swing, in [2**-32, 1] (below, the
+    range is under one count of any array with fewer than 2**32 rows). 1.0 [I]."""
     adc_calibration: str = "fixed"
     """``"fixed"``: use ``adc_range``; ``"percentile"``: recalibrate per call to the power of two
     covering ``adc_percentile`` % of this call's column values (a programmable reference) [I]."""
     adc_percentile: float = 99.9
     """Percentile used by ``adc_calibration="percentile"``, in (0, 100]. 99.9 [I]."""
     adc_noise_lsb: float = 0.0
-    """Input-referred ADC noise, rms in LSB, fresh per conversion. 0 [I]."""
+    """Input-referred ADC noise, rms in LSB, fresh per conversion, 0..2**16 (the whole range of
+    a 16-bit converter; beyond, every code is noise). 0 [I]."""
     round_counts: bool = False
     """Digital back end rounds each count estimate to the nearest integer (exact when one ADC
     LSB is at most one count and the range covers all counts). False [I]."""
@@ -71,10 +77,10 @@ class IMCConfig:
         check_range("columns", self.columns, 1, None, integer=True)
         if self.adc_bits is not None:
             check_range("adc_bits", self.adc_bits, 1, 16, integer=True)
-        check_range("adc_range", self.adc_range, 0, 1, lo_open=True)
+        check_range("adc_range", self.adc_range, ADC_RANGE_MIN, 1)
         check_choice("adc_calibration", self.adc_calibration, ["fixed", "percentile"])
         check_range("adc_percentile", self.adc_percentile, 0, 100, lo_open=True)
-        check_range("adc_noise_lsb", self.adc_noise_lsb, 0, None)
+        check_range("adc_noise_lsb", self.adc_noise_lsb, 0, 2**16)
         check_choice("round_counts", self.round_counts, [True, False])
         check_range("cap_unit_ff", self.cap_unit_ff, 0, None, lo_open=True)
         check_range("col_parasitic_ff", self.col_parasitic_ff, 0, None)
@@ -85,6 +91,18 @@ class IMCConfig:
         check_range("input_levels", self.input_levels, 2, 256, integer=True)
         check_choice("sign_mode", self.sign_mode, ["two-cycle", "one-cycle"])
         check_range("seed", self.seed, 0, 2**62, integer=True)
+        self._check_thermal_noise()
+
+    def _check_thermal_noise(self) -> None:
+        """kT/C noise of at most the full column swing (rms), else one ValueError naming the
+        fields it comes from: finite fields can still make it 0/0, inf or absurd."""
+        s = self.sigma_thermal
+        if not s <= 1.0:
+            raise ValueError(
+                f"temperature_k={self.temperature_k!r}, cap_unit_ff={self.cap_unit_ff!r}, "
+                f"col_parasitic_ff={self.col_parasitic_ff!r}, rows={self.rows!r}, "
+                f"v_dd={self.v_dd!r} give kT/C noise of {s:.3g} of the full swing (rms): allowed "
+                "0..1 (a column noisier than its swing computes nothing), or thermal_noise=False")
 
     @property
     def sigma_thermal(self) -> float:
@@ -96,6 +114,8 @@ class IMCConfig:
         if not self.thermal_noise:
             return 0.0
         c_col = (self.rows * self.cap_unit_ff + self.col_parasitic_ff) * 1e-15
+        if c_col == 0:                                # underflow of a tiny, finite capacitance
+            return math.inf
         return math.sqrt(BOLTZMANN * self.temperature_k / c_col) / self.v_dd
 
     @property
