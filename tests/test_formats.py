@@ -620,3 +620,19 @@ def test_grid_values_beyond_the_dtype_become_inf_as_documented():
         top = torch.finfo(dtype).max
         xs = torch.tensor([top, -top, 1.0], dtype=dtype)
         assert torch.isfinite(quantize(xs, Int(4), scale=top)).all()
+
+
+def test_encode_codes_come_from_the_grid_value_not_its_cast():
+    # found by tests/test_fuzz.py: float16 inf at scale 2**16 gave code 254 (the top level,
+    # 65536, is inf in float16 and frexp(inf) is no exponent)
+    x = torch.tensor([float("inf"), 60000.0, -20.0], dtype=torch.float16)
+    codes = R4.encode(x, scale=2.0 ** 16)
+    assert codes.tolist() == [7, 7, 9]
+    assert R4.decode(codes, scale=2.0 ** 16, dtype=F64).tolist() == [65536.0, 65536.0, -16.0]
+
+
+def test_clip_scale_int_names_w_beyond_its_scales():
+    # found by tests/test_fuzz.py: max|w| > 2**1023 gave a scale quantize then rejected
+    with pytest.raises(ValueError, match=r"^w has max\|w\|=1.7e\+308: no INT4 scale covers it"):
+        clip_scale(torch.tensor([1.7e308], dtype=F64), Int(4))
+    assert clip_scale(torch.tensor([2.0 ** 1023], dtype=F64), Int(4)) == 2.0 ** 1023

@@ -384,7 +384,9 @@ def test_config_float_fields_are_the_ones_checked():
     (dict(v_dd=1e-300), r"v_dd=1e-300 give kT/C noise of 6e\+295"),
     (dict(temperature_k=1e300), r"^temperature_k=1e\+300.* allowed 0..1"),
     (dict(adc_noise_lsb=1e308), r"^adc_noise_lsb=1e\+308 is out of range: allowed 0..65536"),
-    (dict(adc_range=1e-40), r"^adc_range=1e-40 is out of range: allowed 2.32831e-10..1")])
+    (dict(adc_range=1e-40), r"^adc_range=1e-40 is out of range: allowed 2.32831e-10..1"),
+    # found by tests/test_fuzz.py: a 1-bit bipolar ADC has no code but 0 (mvm divided by 0)
+    (dict(adc_bits=1, sign_mode="one-cycle"), r"^adc_bits=1 is not allowed with sign_mode")])
 def test_config_rejects_finite_values_that_break_mvm(changes, match):
     # finite but absurd: mvm raised RuntimeError (float32 overflow) or returned NaN
     with pytest.raises(ValueError, match=match):

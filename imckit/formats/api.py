@@ -152,7 +152,8 @@ def clip_scale(w, fmt: Format, rule: str = "max", *, candidates: int = 100) -> f
     An all-zero ``w`` gives 1.0 (any scale represents it exactly). The result is always a
     scale ``fmt`` accepts: a ``w`` so small that the rule's scale would fall below
     ``fmt.scale_bounds()`` gets the lowest bound; one so large that no scale of ``fmt`` covers
-    it (radix-4 beyond 2**1022) is a ValueError naming ``w``, as is inf/NaN in ``w``.
+    it (radix-4 beyond 2**1022, Int beyond 2**1023) is a ValueError naming ``w``, as is inf/NaN
+    in ``w``.
 
     >>> from imckit.formats import Int, Radix4
     >>> w = torch.tensor([0.1, -0.2, 0.05, 3.0])
@@ -189,9 +190,10 @@ def _max_rule_scale(amax: float, fmt: Format) -> float:
     """The ``max`` rule's scale for ``max|w| = amax > 0``, within ``fmt.scale_bounds()``."""
     lo, hi = fmt.scale_bounds()
     if isinstance(fmt, Int):
-        return max(amax, lo)
-    v = amax / fmt.max_value
-    best = lo if v <= lo else pow2_ceil(v)
+        best = max(amax, lo)
+    else:
+        v = amax / fmt.max_value
+        best = lo if v <= lo else pow2_ceil(v)
     if best > hi:
         raise ValueError(f"w has max|w|={amax:g}: no {fmt.name} scale covers it (allowed "
                          f"scales up to {hi:g}, values up to {hi * fmt.max_value:g})")

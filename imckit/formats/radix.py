@@ -184,10 +184,11 @@ class Radix4(Format):
             if bool(torch.isnan(xt).any()):
                 raise ValueError("x contains NaN: radix-4 codes cannot represent NaN")
             gen = make_generator(generator, xt.device)
-            q = self._quantize(xt, scale, phase, rounding, gen)
-            q = q.to(torch.float64 if q.dtype == torch.float64 else torch.float32)
+            top = self.top(scale, phase)                         # codes from the grid value in
+            work = self._compute_dtype(xt, top)                  # a dtype that holds it (not x's:
+            q = self._quantize(xt.to(work), scale, phase, rounding, gen)   # 65536 is f16 inf)
             _, ex = torch.frexp(q)                                # |q| = 2**(ex - 1)
-            g_top = log2_int(self.top(scale, phase))
+            g_top = log2_int(top)
             e = torch.div(ex - 1 - g_top, 2, rounding_mode="floor") + self.levels
             e = torch.where(q == 0, 0, e)
             codes = (e | ((q < 0).to(e.dtype) << self.exp_bits)).to(torch.uint8)

@@ -90,6 +90,9 @@ class IMCConfig:
         check_range("v_dd", self.v_dd, 0, None, lo_open=True)
         check_range("input_levels", self.input_levels, 2, 256, integer=True)
         check_choice("sign_mode", self.sign_mode, ["two-cycle", "one-cycle"])
+        if self.sign_mode == "one-cycle" and self.adc_bits == 1:
+            raise ValueError("adc_bits=1 is not allowed with sign_mode='one-cycle': allowed 2..16 "
+                             "(the bipolar ADC spends one bit on the sign)")
         check_range("seed", self.seed, 0, 2**62, integer=True)
         self._check_thermal_noise()
 
