@@ -90,4 +90,217 @@ def to_png(fig: Figure, *, dpi: float = 80, palette: int | None = None) -> bytes
     return out.getvalue()
 
 
+# --- training runs: curves, energy, accuracy vs energy ------------------------------------------
+# A *run* is a dict as stored by experiments/train_grid.py (book/data/train_grid.json):
+# ``history`` (per-epoch records with ``epoch``, ``train_loss``, ``test_accuracy``),
+# ``final_accuracy``, ``energy`` ({``savings``, ``total_j``, ``by_mvm_j``, ``baseline``:
+# {``name``, ``total_j``, ``by_mvm_j``}}), and optionally ``placements`` and the grid values
+# ``adaptability``, ``adc_bits``, ``cap_mismatch``.
+
+#: Line styles of the two baselines in every training figure.
+BASELINE_STYLES = {"fp32": dict(color="0.6", lw=2), "digital": dict(color="k", ls="--")}
+BASELINE_LABELS = {"fp32": "fp32", "digital": "digital radix-4"}
+#: Markers per ADC resolution (bits) on the accuracy vs energy plane.
+ADC_MARKERS = {4: "s", 6: "o", 8: "v"}
+#: Fill of a marker per capacitor mismatch: solid, faded, hollow (by rank of the value).
+_FILL_ALPHA = (1.0, 0.45, 0.0)
+
+
+def training_curves(ax_loss, ax_acc, records, *, label=None, epochs=None, **style) -> None:
+    """Draw one run's training loss (log y) and test accuracy per epoch on two axes.
+
+    >>> fig, (a, b) = figure(1, 2)
+    >>> training_curves(a, b, [{"epoch": 1, "train_loss": 0.5, "test_accuracy": 0.9}], label="x")
+    >>> len(a.lines), len(b.lines)
+    (1, 1)
+    """
+    e = [r["epoch"] for r in records]
+    ax_loss.plot(e, [r["train_loss"] for r in records], label=label, **style)
+    ax_acc.plot(e, [r["test_accuracy"] for r in records], label=label, **style)
+    if epochs:
+        ax_loss.set_xlim(0.5, epochs + 0.5)
+        ax_acc.set_xlim(0.5, epochs + 0.5)
+    ax_loss.set(xlabel="epoch", ylabel="training loss (nats)", yscale="log")
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy", ylim=(0, 1))
+
+
+def energy_bars(ax, energy: dict, placements: dict | None = None, *, label: str = "this run",
+                color: str = "0.3"):
+    """One run's energy per training MVM next to the baseline's, and the savings (log x, uJ).
+
+    ``energy`` is a run's ``energy`` entry; ``placements`` (``{layer: {mvm: placement}}``)
+    names where each MVM computed (MVMs computed off IMC in every layer are hatched). Returns
+    the axes.
+
+    >>> e = {"savings": 4.0, "total_j": 1e-6, "by_mvm_j": {"forward": 5e-7, "backward": 1e-7,
+    ...      "weight_grad": 4e-7}, "baseline": {"name": "fp32", "total_j": 4e-6, "by_mvm_j":
+    ...      {"forward": 2e-6, "backward": 4e-7, "weight_grad": 1.6e-6}}}
+    >>> fig, ax = figure(); _ = energy_bars(ax, e); len(ax.patches)
+    8
+    """
+    import numpy as np
+
+    mvms = list(MVM_COLORS)
+    base = energy["baseline"]
+    mine = [energy["by_mvm_j"][m] * 1e6 for m in mvms] + [energy["total_j"] * 1e6]
+    ref = [base["by_mvm_j"][m] * 1e6 for m in mvms] + [base["total_j"] * 1e6]
+    names, off_imc = [], []
+    for m in mvms:
+        where = sorted({p[m] for p in (placements or {}).values() if m in p})
+        names.append(m.replace("_", " ") + (f"\n({', '.join(where)})" if where else ""))
+        off_imc.append(bool(where) and "imc" not in where)
+    names.append("total")
+    y = np.arange(len(names))
+    ax.barh(y - 0.2, ref, height=0.38, color="0.75", label=f"{base['name']} baseline")
+    bars = ax.barh(y + 0.2, mine, height=0.38, color=[color] * len(mvms) + ["0.2"], label=label)
+    for bar, off in zip(bars, off_imc):
+        if off:
+            bar.set_hatch("///")
+            bar.set_edgecolor("white")
+    for yi, (a, b) in enumerate(zip(mine, ref)):
+        if a > 0:
+            ax.text(a * 1.15, yi + 0.2, f"{b / a:.3g}x less" if yi == len(mine) - 1
+                    else f"{b / a:.3g}x", va="center", fontsize=8)
+    ax.set(xscale="log", yticks=y, yticklabels=names, xlabel="energy of the run (uJ)")
+    ax.set_xlim(min(v for v in mine + ref if v > 0) / 3, max(mine + ref) * 40)
+    ax.invert_yaxis()
+    ax.tick_params(axis="y", labelsize=8)
+    ax.legend(loc="upper right", fontsize=7)
+    return ax
+
+
+def _run_xy(run):
+    return run["energy"]["savings"], run["final_accuracy"]
+
+
+def accuracy_energy_plane(runs, *, baselines: dict | None = None, highlight: dict | None = None,
+                          ax=None, legend: bool = True, figsize=(7.2, 4.2)):
+    """Every run as a point: final test accuracy vs energy savings (log x). Returns the Figure.
+
+    Colour: adaptability (:data:`ADAPTABILITY_COLORS`); marker: ADC bits
+    (:data:`ADC_MARKERS`); fill: capacitor mismatch (solid, faded, hollow from the smallest to
+    the largest value among ``runs``). ``baselines`` (``{name: run}``) are drawn as labelled
+    stars; ``highlight`` (a run, stored or computed live) gets a ring and its numbers as title.
+
+    >>> runs = [{"final_accuracy": 0.9, "adaptability": "full", "adc_bits": 8,
+    ...          "cap_mismatch": 0.002, "energy": {"savings": 20.0}}]
+    >>> fig = accuracy_energy_plane(runs, baselines={"fp32": {"final_accuracy": 0.95,
+    ...                             "energy": {"savings": 1.0}}})
+    >>> sum(len(c.get_offsets()) for c in fig.axes[0].collections)
+    2
+    """
+    from matplotlib.colors import to_rgba
+    from matplotlib.lines import Line2D
+
+    if ax is None:
+        fig, ax = figure(figsize=figsize)
+    runs = list(runs)
+    caps = sorted({r.get("cap_mismatch") for r in runs} - {None})
+    groups: dict[tuple, list] = {}
+    for r in runs:
+        fill = _FILL_ALPHA[min(caps.index(r["cap_mismatch"]), 2)] if r.get("cap_mismatch") \
+            in caps else 1.0
+        key = (r.get("adaptability", "none"), r.get("adc_bits"), fill)
+        groups.setdefault(key, []).append(_run_xy(r))
+    for (mode, bits, fill), xy in groups.items():
+        colour = ADAPTABILITY_COLORS.get(mode, "0.4")
+        ax.scatter(*zip(*xy), marker=ADC_MARKERS.get(bits, "o"), s=36, linewidths=1.2,
+                   facecolors=[to_rgba(colour, fill)], edgecolors=[colour], zorder=3)
+    for name, b in (baselines or {}).items():
+        x, y = _run_xy(b)
+        style = BASELINE_STYLES.get(name, {})
+        ax.scatter([x], [y], marker="*", s=140, color=style.get("color", "k"), zorder=4)
+        ax.annotate(BASELINE_LABELS.get(name, name), (x, y), xytext=(0, -14),
+                    textcoords="offset points", ha="center", fontsize=8)
+    if highlight is not None:
+        x, y = _run_xy(highlight)
+        ax.scatter([x], [y], s=260, facecolors="none", edgecolors="k", linewidths=1.6, zorder=5)
+        ax.set_title(f"ringed: this run, {x:.3g}x less energy, accuracy {y:.1%}", fontsize=9)
+    xs = [_run_xy(r)[0] for r in [*runs, *(baselines or {}).values()]
+          + ([highlight] if highlight else [])]
+    if xs:
+        ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
+    base = next((r["energy"]["baseline"]["name"] for r in [*runs, *(baselines or {}).values()]
+                 if "baseline" in r["energy"]), "the baseline")
+    ax.set(xscale="log", xlabel=f"energy savings vs {base} (x, log)",
+           ylabel="final test accuracy")
+    ax.grid(True, which="both", alpha=0.25)
+    if legend:
+        modes = [m for m in ADAPTABILITY_COLORS if any(k[0] == m for k in groups)]
+        bits = sorted({k[1] for k in groups} - {None})
+        handles = [Line2D([], [], ls="", marker="o", color=ADAPTABILITY_COLORS[m], label=m)
+                   for m in modes]
+        handles += [Line2D([], [], ls="", marker=ADC_MARKERS.get(b, "o"), color="0.3",
+                           label=f"{b}-bit ADC") for b in bits]
+        handles += [Line2D([], [], ls="", marker="o", markeredgecolor="0.3",
+                           markerfacecolor=to_rgba("0.3", _FILL_ALPHA[min(i, 2)]),
+                           label=f"mismatch {c:g}") for i, c in enumerate(caps)]
+        ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return ax.figure
+
+
+def run_figure(run: dict, *, baselines: dict, grid=(), epochs: int | None = None,
+               title: str | None = None, note: str = ""):
+    """One run in one view: loss and accuracy curves beside the baselines (top), its energy
+    per MVM vs the baseline, and its place among ``grid`` runs on the accuracy vs energy
+    plane (bottom). ``run`` needs ``adaptability`` for its colour. Returns the Figure.
+
+    >>> h = [{"epoch": 1, "train_loss": 0.5, "test_accuracy": 0.9}]
+    >>> e = {"savings": 2.0, "total_j": 1e-6, "by_mvm_j": dict.fromkeys(MVM_COLORS, 1e-6 / 3),
+    ...      "baseline": {"name": "fp32", "total_j": 2e-6, "by_mvm_j": dict.fromkeys(
+    ...      MVM_COLORS, 2e-6 / 3)}}
+    >>> run = {"history": h, "final_accuracy": 0.9, "energy": e, "adaptability": "full"}
+    >>> len(run_figure(run, baselines={"fp32": run}).axes)
+    4
+    """
+    fig, ((ax1, ax2), (ax3, ax4)) = figure(2, 2, figsize=(9.6, 6.2))
+    for name, b in baselines.items():
+        training_curves(ax1, ax2, b["history"], label=BASELINE_LABELS.get(name, name),
+                        **BASELINE_STYLES.get(name, {}))
+    mode = run.get("adaptability", "none")
+    colour = ADAPTABILITY_COLORS.get(mode, "0.4")
+    training_curves(ax1, ax2, run["history"], label=f"IMC, {mode}", epochs=epochs, color=colour,
+                    marker="o")
+    ax2.legend(loc="lower right", fontsize=8)
+    energy_bars(ax3, run["energy"], run.get("placements"), label=f"IMC, {mode}", color=colour)
+    accuracy_energy_plane(grid, baselines=baselines, highlight=run, ax=ax4, legend=False)
+    numbers = (f"test accuracy {run['final_accuracy']:.1%}, energy "
+               f"{run['energy']['savings']:.3g}x less than {run['energy']['baseline']['name']}")
+    fig.suptitle((f"{title}: " if title else "") + numbers + note, fontsize=10)
+    return fig
+
+
+def accuracy_by_setting(runs, *, baselines: dict | None = None, figsize=(9.6, 3.2)):
+    """Final test accuracy of grid runs: one panel per adaptability, x = capacitor mismatch,
+    one line per ADC resolution; baselines as dotted lines. Returns the Figure.
+
+    >>> runs = [{"final_accuracy": a, "adaptability": m, "adc_bits": 8, "cap_mismatch": c}
+    ...         for m in ("full", "one-level") for c, a in ((0.002, 0.97), (0.3, 0.9))]
+    >>> fig = accuracy_by_setting(runs)
+    >>> len(fig.axes), [len(ax.lines) for ax in fig.axes]
+    (2, [1, 1])
+    """
+    runs = list(runs)
+    modes = list(dict.fromkeys(r["adaptability"] for r in runs))
+    caps = sorted({r["cap_mismatch"] for r in runs})
+    fig, axes = figure(1, len(modes), figsize=figsize, squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        mine = [r for r in runs if r["adaptability"] == mode]
+        for bits in sorted({r["adc_bits"] for r in mine}):
+            acc = {r["cap_mismatch"]: r["final_accuracy"] for r in mine if r["adc_bits"] == bits}
+            ax.plot([caps.index(c) for c in sorted(acc)], [acc[c] for c in sorted(acc)],
+                    ADC_MARKERS.get(bits, "o") + "-", label=f"{bits}-bit ADC")
+        for name, b in (baselines or {}).items():
+            ax.axhline(b["final_accuracy"], ls=":", color=BASELINE_STYLES.get(name, {}).get(
+                "color", "k"), label=BASELINE_LABELS.get(name, name))
+        ax.set(title=mode, xticks=range(len(caps)), xticklabels=[f"{c:g}" for c in caps],
+               xlabel="cap mismatch (relative sigma)")
+    low = min(r["final_accuracy"] for r in [*runs, *(baselines or {}).values()])
+    for ax in axes[0]:
+        ax.set_ylim(max(0.0, low - 0.05), 1.0)            # one scale for every panel
+    axes[0][0].set(ylabel="final test accuracy")
+    axes[0][0].legend(fontsize=8, loc="lower left")
+    return fig
+
+
 _register_ipython_display()
