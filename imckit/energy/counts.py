@@ -33,7 +33,7 @@ def mvm_work(k: int, o: int, v: int, stored_bits: int, cycles: int, rows: int,
     tiles = -(-k // rows)
     ct = -(-o * stored_bits // columns)
     return Work(macs=v * k * o, conversions=v * cycles * tiles * o * stored_bits,
-                cycles=v * cycles * tiles * ct, row_drives=v * cycles * k * ct,
+                cycles=v * cycles * tiles * ct, row_drives=v * cycles * k,
                 write_bits=k * o * stored_bits if write else 0, outputs=v * o)
 
 

@@ -171,7 +171,7 @@ class EnergyReport:
         """Tidy rows ``{layer, mvm, placement, component, energy_j}``."""
         b = self.baseline_breakdown if baseline else self.breakdown
         return [{"layer": l, "mvm": m,
-                 "placement": "digital" if baseline else self.placements[l][m],
+                 "placement": "baseline" if baseline else self.placements[l][m],
                  "component": c, "energy_j": e}
                 for l, mv in b.items() for m, comps in mv.items() for c, e in comps.items()]
 
@@ -279,8 +279,16 @@ def training_step_energy(layers, batch: int = 64, preset="paper-16nm",
     check_choice("keep_ends", keep_ends, (True, False))
     if adaptability is not None:
         check_choice("adaptability", adaptability, ADAPTABILITY)
+    if not isinstance(keep_ends, bool):
+        raise ValueError(f"keep_ends={keep_ends!r} is not allowed: True or False")
     imc_mods = _imc_modules(layers)
     if imc_mods:
+        fixed = {"keep_ends": (keep_ends, False), "ends_placement": (ends_placement, "fp32"),
+                 "fallback_placement": (fallback_placement, "fp32")}
+        for k, (v, default) in fixed.items():
+            if v != default:
+                raise ValueError(f"{k}={v!r} is not allowed with a converted model: its layers' "
+                                 "configurations fix it (set it in imckit.nn.convert)")
         rule_opts = set(options) & {f.name for f in dataclasses.fields(CountRules)}
         if rule_opts:
             raise ValueError(f"option {sorted(rule_opts)[0]!r} is not allowed with a converted "

@@ -146,7 +146,8 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
     Returns:
         (B, M) float tensor (float64 for float64 X, else float32), and the Work if ``report``.
         The ``M * a_bits`` physical columns span ``ceil(M * a_bits / cfg.columns)`` arrays, each
-        receiving every cycle: ``cycles`` and ``row_drives`` count per array.
+        receiving every cycle: ``cycles`` counts per array; ``row_drives`` counts the input
+        digits fetched and driven, once per cycle (broadcast to every column tile).
 
     Different layers live on different arrays: give them different ``cfg.seed`` values.
 
@@ -166,7 +167,7 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
     cycles = sum(int(a.sum()) for a in planes.active) if P else 0
     ct = -(-Mb // cfg.columns)                                      # column tiles (arrays)
     work = Work(macs=B * N * M, conversions=cycles * Mb, cycles=cycles * ct,
-                row_drives=planes.drives * ct, write_bits=N * M * a_bits if count_write else 0,
+                row_drives=planes.drives, write_bits=N * M * a_bits if count_write else 0,
                 outputs=B * M)
     if cycles == 0 or M == 0 or N == 0:
         y = torch.zeros(B, M, dtype=out_dtype, device=dev)

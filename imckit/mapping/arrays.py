@@ -26,8 +26,8 @@ weight_grad     ``Xq``: B*P x n               m           1         radix-4     
   ``floor(rows / (k*k)) * k*k`` rows (a tile never splits one channel's ``k*k`` taps), each
   tile converted by its own ADCs and the partial sums added digitally.
 * **Column tiles**: the ``O * b`` physical columns (bit-parallel: one column per stored bit)
-  span ``ceil(O * b / columns)`` arrays; each of them receives every input cycle (its own row
-  drivers), and converts its columns.
+  span ``ceil(O * b / columns)`` arrays; each of them receives every input cycle and converts
+  its columns. An input digit is fetched once and broadcast to them (one row drive) [I].
 * **Input cycles** (bit-serial, one plane per cycle [JIA20]): an unsigned INT input needs
   ``x_bits`` planes (``ceil(x_bits / log2 L)`` digits with an ``L``-level DAC [LEE21]); a
   radix-4 gradient one plane per non-empty exponent (7 at most; with an ``L``-level DAC the
@@ -257,12 +257,12 @@ class MVMMap:
 
     def dense(self, rules: CountRules, rows: int, columns: int) -> dict[str, int]:
         """Cycles and row drives when every input plane is non-empty (the occupancy's 100 %):
-        ``cycles`` counts (row tile, column tile, vector, plane) cycles; ``row_drives`` rows
-        driven summed over them."""
+        ``cycles`` counts (row tile, column tile, vector, plane) cycles; ``row_drives`` the
+        input digits fetched for them (every row, every cycle; broadcast to the column tiles)."""
         cpv = cycles_per_vector(self.kind, rules)
         ct = self.col_tiles(columns)
         return {"cycles": self.v * self.tiles(rows) * cpv * ct,
-                "row_drives": self.v * cpv * self.k * ct}
+                "row_drives": self.v * cpv * self.k}
 
     def work(self, rules: CountRules, rows: int, columns: int,
              occupancy: tuple[float, float] = (1.0, 1.0)) -> Work:
