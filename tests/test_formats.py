@@ -636,3 +636,9 @@ def test_clip_scale_int_names_w_beyond_its_scales():
     with pytest.raises(ValueError, match=r"^w has max\|w\|=1.7e\+308: no INT4 scale covers it"):
         clip_scale(torch.tensor([1.7e308], dtype=F64), Int(4))
     assert clip_scale(torch.tensor([2.0 ** 1023], dtype=F64), Int(4)) == 2.0 ** 1023
+
+
+def test_zero_dim_numpy_stays_zero_dim():
+    # found by tests/test_fuzz.py: np.ascontiguousarray made a 0-d array 1-d
+    y = quantize(np.array(0.3, dtype=np.float32), Int(4), scale=0.7)
+    assert isinstance(y, np.ndarray) and y.shape == () and y.dtype == np.float32

@@ -138,7 +138,7 @@ def as_tensor(x: Any, name: str = "x") -> tuple[torch.Tensor, bool]:
         if x.dtype.kind != "f" or x.dtype not in (np.float16, np.float32, np.float64):
             raise ValueError(f"{name} has numpy dtype {x.dtype}: a floating-point array is needed "
                              "(float16, float32, float64)")
-        x = torch.from_numpy(np.ascontiguousarray(x))
+        x = torch.from_numpy(np.ascontiguousarray(x)).reshape(x.shape)   # 0-d stays 0-d
     elif not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} is a {type(x).__name__}: a torch.Tensor or numpy.ndarray is "
                          "needed")
