@@ -319,7 +319,12 @@ def test_sweep_failures_are_summarized_with_exit_1(capsys, tmp_path, monkeypatch
     assert cli.main(argv) == 0 and "3 records in" in capsys.readouterr().out
 
 
-def test_sweep_needs_yes_above_the_size_limit(capsys, tmp_path):
+def test_sweep_needs_yes_above_the_size_limit(capsys, tmp_path, monkeypatch):
+    import itertools
+    from imckit import sweep
+    real = itertools.product                     # a regression fails fast instead of using all RAM
+    monkeypatch.setattr(sweep.itertools, "product",
+                        lambda *axes: real(*axes) if len(axes) < 5 else pytest.fail("built"))
     grid = ", ".join(f"a{i}: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]" for i in range(10))
     spec = _spec(tmp_path, f"function: imckit.sweep:example_point\ngrid: {{{grid}}}\n")
     with pytest.raises(SystemExit) as e:
