@@ -177,7 +177,9 @@ def accuracy(dataset: str = "mnist5k", model: str = "mlp", adaptability: str = "
 
     Returns:
         ``final_accuracy`` (0..1), ``history`` (per epoch: ``train_loss``, ``test_accuracy``,
-        ``wall_s``, ``skipped_steps``), ``placements``, ``work`` (``None`` for fp32),
+        ``wall_s``, ``skipped_steps``), ``diverged`` (None, or the message of
+        :class:`imckit.train.DivergenceError`: the run stopped and ``final_accuracy`` is the
+        test accuracy of the model as it stopped), ``placements``, ``work`` (``None`` for fp32),
         ``energy_recorded`` and ``energy_analytic`` per baseline (``savings``, joules), and
         ``n_train``, ``n_test``.
     """
@@ -206,10 +208,22 @@ def accuracy(dataset: str = "mnist5k", model: str = "mlp", adaptability: str = "
             net = inn.convert(net, placement=placement, adaptability=adaptability, imc=cfg,
                               keep_ends=keep_ends, seed=seed)
         net = net.to(device)
-        hist = train.fit(net, ds, epochs=epochs, batch_size=batch_size, lr=lr,
-                         momentum=momentum, weight_decay=weight_decay, schedule=schedule,
-                         seed=seed, augment=augment, progress=False)
-    out = {"final_accuracy": hist.test_accuracy[-1], "history": hist.records,
+        hist, diverged = train.History(), None
+        try:                                   # a diverged run is a result, not a failure
+            for hist in train.iter_fit(net, ds, epochs=epochs, batch_size=batch_size, lr=lr,
+                                       momentum=momentum, weight_decay=weight_decay,
+                                       schedule=schedule, seed=seed, augment=augment,
+                                       progress=False):
+                pass
+        except train.DivergenceError as exc:
+            diverged = str(exc)
+            if placement != "fp32":
+                from . import nn as inn
+
+                hist.work = inn.collect_work(net)
+        final = (hist.test_accuracy[-1] if hist.records and not diverged else
+                 train.evaluate(net, ds.x_test.to(device), ds.y_test.to(device)))
+    out = {"final_accuracy": final, "diverged": diverged, "history": hist.records,
            "n_train": len(ds.y_train), "n_test": len(ds.y_test),
            "work": hist.work if placement != "fp32" else None,
            "placements": None, "energy_recorded": None, "energy_analytic": None}

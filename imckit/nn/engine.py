@@ -120,6 +120,11 @@ class TrainingMVMs(torch.autograd.Function):
         if quant_x:
             signed = layer._input_signed(x)
             alpha = layer._activation_clip(x, signed)
+            if alpha == float("inf"):                   # a non-finite input: NaN out, the
+                layer._nonfinite = True                 # step is skipped (train's divergence
+                ctx.layer, ctx.meta = layer, (None, None, False, False)   # rule decides)
+                ctx.save_for_backward(x, w, None, None, None, None)
+                return x.new_full((layer._positions_of(x), w2.shape[0]), float("nan"))
             xl, xs, xmask = quantize_input(x, alpha, signed, layer.cfg.a_bits)
         if quant_w:
             wl, ws, wmask = quantize_weight(w, layer.cfg)

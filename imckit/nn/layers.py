@@ -118,13 +118,19 @@ class IMCModule(nn.Module):
         return bool(self.signed_seen)
 
     def _activation_clip(self, x: torch.Tensor, signed: bool) -> float:
+        """The activation clip in use; ``inf`` when this batch holds a non-finite value (the
+        running clip is then left alone and the caller returns NaN: the step is skipped)."""
         xd = x.detach()
         if self.training and xd.numel():
             m = self._batch_clip(xd, signed).to(self.a_max.dtype)
+            if not bool(torch.isfinite(m)):
+                return math.inf
             if float(self.a_max) <= 0:
                 self.a_max.copy_(m)
             else:
                 self.a_max.mul_(self.cfg.a_momentum).add_((1 - self.cfg.a_momentum) * m)
+        elif xd.numel() and not bool(torch.isfinite(xd).all()):
+            return math.inf
         a = float(self.a_max)
         return a if a > 0 else 1.0
 
