@@ -30,6 +30,20 @@ SOURCES: dict[str, str] = {
     "ADCMODEL": "T. Andrulis, R. Hsu, V. Sze, J. Emer, \"Modeling Analog-Digital-Converter "
                 "Energy and Area for Compute-In-Memory Accelerator Design\", arXiv 2404.06553.",
     "CACTI": "CACTI SRAM estimates, as used by Accelergy's reference outputs.",
+    "DUMOULIN16": "V. Dumoulin, F. Visin, \"A guide to convolution arithmetic for deep "
+                  "learning\", arXiv 1603.07285, 2016.",
+    "SIMBA20": "B. Zimmer et al., \"A 0.32-128 TOPS, Scalable Multi-Chip-Module-Based Deep "
+               "Neural Network Inference Accelerator With Ground-Referenced Signaling in "
+               "16 nm\", IEEE JSSC 55(4):920-932, 2020.",
+    "SHAO19": "Y. S. Shao et al., \"Simba: Scaling Deep-Learning Inference with "
+              "Multi-Chip-Module-Based Architecture\", MICRO 2019, "
+              "doi:10.1145/3352460.3358302.",
+    "OH20": "J. Oh et al., \"A 3.0 TFLOPS 0.62V Scalable Processor Core for High Compute "
+            "Utilization AI Training and Inference\", Symp. VLSI Circuits 2020, "
+            "doi:10.1109/VLSICircuits18222.2020.9162917.",
+    "LEE22": "S. K. Lee et al., \"A 7-nm Four-Core Mixed-Precision AI Chip With 26.2-TFLOPS "
+             "Hybrid-FP8 Training, 104.9-TOPS INT4 Inference, and Workload-Aware "
+             "Throttling\", IEEE JSSC 57(1):182-197, 2022, doi:10.1109/JSSC.2021.3120113.",
 }
 
 TAGS: dict[str, str] = {

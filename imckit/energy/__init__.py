@@ -14,6 +14,7 @@ from .counts import (INPUT_MODES, CountRules, LayerShape, as_layers, layer_work,
                      layers_from_model, mvm_work, step_work)
 from .model import (DIGITAL_COMPONENTS, IMC_COMPONENTS, EnergyPreset, EnergyReport,
                     digital_energy_j, energy_from_work, imc_energy_j, training_step_energy)
+from .measured import MEASURED, MeasuredPoint, measured_table
 from .networks import NETWORKS, jia22_cnn, resnet20
 from .params import (BASELINES, NODE_CAP, PRECISIONS, SB17_45_TO_16, DigitalBaseline,
                      Horowitz45, IMCEnergy, adc_energy_pj, scale_energy, sources_table)
@@ -25,6 +26,7 @@ __all__ = [
     "DIGITAL_COMPONENTS", "NODE_CAP", "SB17_45_TO_16", "NETWORKS", "adc_energy_pj",
     "scale_energy", "sources_table", "imc_energy_j", "digital_energy_j", "mvm_work",
     "layer_work", "step_work", "as_layers", "layers_from_model", "jia22_cnn", "resnet20",
+    "MEASURED", "MeasuredPoint", "measured_table",
 ]
 
 
