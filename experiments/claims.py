@@ -15,7 +15,7 @@ Usage, from the repository root::
     .venv/bin/python experiments/claims.py all            # 1-3 in order
 
 ``energy`` reads the records of the two accuracy experiments (it trains nothing) and adds the
-analytic counts of imckit.energy for CIFAR-scale networks. ``cifar10 --mini`` runs experiment 4's
+analytic counts of imckit.energy for four networks (two of them CIFAR-scale). ``cifar10 --mini`` runs experiment 4's
 code on a generated random mini dataset in the CIFAR-10 format, a smoke test whose numbers mean
 nothing (they are written under ``experiments/results/``, never to ``book/data/``).
 """
@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DATA = ROOT / "book" / "data"
 
-from imckit import energy, experiments, sweep  # noqa: E402
+from imckit import energy, experiments, mapping, sweep  # noqa: E402
 
 ACC_FILES = {"mlp": ["accuracy_mlp_references.yaml", "accuracy_mlp_mismatch.yaml",
                      "accuracy_mlp_adcbits.yaml"],
@@ -118,13 +118,96 @@ def cmd_accuracy(args, argv, net: str) -> Path:
         "provenance": _provenance(argv, time.perf_counter() - t0, specs)})
 
 
+#: Experiment 3's axes: digital baselines (names of imckit.energy.BASELINES), how the kept
+#: first and last layers compute (None: every layer mapped), and the networks priced.
+ENERGY_BASELINES = ("fp32", "fp32-32KB", "fp16", "int8", "int8-lean")
+ENDS = (None, "fp32", "bf16")
+CIFAR_NETS = {"jia22-cnn": "11-layer CIFAR-10 CNN (energy.jia22_cnn, 128/256 channels)",
+              "resnet20": "ResNet-20 for CIFAR-10 (energy.resnet20)"}
+ACC_NETS = {"mlp": "MNIST-5k MLP 784-64-10 (models.mlp)",
+            "cnn": "digits CNN 16-32 channels (models.small_cnn)"}
+
+
+#: The placement computing at a baseline's precision (bf16 stands in for fp16: same MAC and
+#: operand width in the energy model).
+_PLACEMENT_OF_PRECISION = {"fp32": "fp32", "fp16": "bf16", "bf16": "bf16", "int8": "int8",
+                           "int4": "digital"}
+
+
+def _shapes_of_run(work: dict) -> list:
+    """The layers a recorded run trained (work record schema imckit.work/2) as LayerShapes."""
+    return [energy.LayerShape(lay["shape"][0], lay["shape"][1], lay["positions"],
+                              lay["kernel_area"], lay["name"], lay["in_positions"],
+                              lay["input_grad"], lay["signed_input"])
+            for lay in work["layers"]]
+
+
+def _check_shapes(net: str, shapes: list, fixed: dict) -> None:
+    """The recorded layers are the model's (imckit.models on imckit.data's input shape)."""
+    ds = experiments._dataset(fixed["dataset"], fixed.get("data_dir"))
+    model = experiments._model(net, ds, fixed.get("hidden", (64,)), 0)
+    ref = energy.layers_from_model(model, tuple(ds.input_shape))
+    key = lambda l: (l.n, l.m, l.positions, l.kernel_area, l.in_positions, l.input_grad)
+    if [key(l) for l in ref] != [key(l) for l in shapes]:
+        raise SystemExit(f"claims.py energy: the {net} records' layers differ from "
+                         f"imckit.models' ({[key(l) for l in shapes]} vs {[key(l) for l in ref]})")
+
+
+def _savings_table(name: str, layers, batch: int) -> list[dict]:
+    """Savings of one training step over adaptability x baseline x sign mode x ends (the
+    fallback MVMs at fp32, the trainer's default), plus two-level and one-level with every
+    layer mapped and the fallback computing exact INT4 x radix-4 (``digital``) or at the
+    baseline's precision."""
+    rows = []
+    for mode in MODES:
+        for b in ENERGY_BASELINES:
+            for sign in mapping.SIGN_MODES:
+                for ends in ENDS:
+                    kw = {"keep_ends": ends is not None, "ends_placement": ends or "fp32"}
+                    rep = energy.training_step_energy(layers, batch=batch, adaptability=mode,
+                                                      baseline=b, sign_mode=sign, **kw)
+                    rows.append({"network": name, "adaptability": mode, "baseline": b,
+                                 "sign_mode": sign, "ends": ends or "mapped",
+                                 "fallback_placement": "fp32", "savings": rep.savings,
+                                 "total_j": rep.total_j, "baseline_j": rep.baseline_j})
+    for mode in MODES[1:]:
+        for b in ENERGY_BASELINES:
+            # the fallback MVM(s) as exact INT4 x radix-4, and at the baseline's own precision
+            same = _PLACEMENT_OF_PRECISION[energy.BASELINES[b].precision]
+            for fb in dict.fromkeys(p for p in ("digital", same) if p != "fp32"):
+                for sign in mapping.SIGN_MODES:
+                    rep = energy.training_step_energy(layers, batch=batch, adaptability=mode,
+                                                      baseline=b, sign_mode=sign,
+                                                      fallback_placement=fb)
+                    rows.append({"network": name, "adaptability": mode, "baseline": b,
+                                 "sign_mode": sign, "ends": "mapped", "fallback_placement": fb,
+                                 "savings": rep.savings, "total_j": rep.total_j,
+                                 "baseline_j": rep.baseline_j})
+    return rows
+
+
+def _layer_dicts(layers) -> list[dict]:
+    return [{"name": l.name, "n": l.n, "m": l.m, "positions": l.positions,
+             "kernel_area": l.kernel_area, "in_positions": l.in_positions,
+             "input_grad": l.input_grad, "signed_input": l.signed_input} for l in layers]
+
+
 def cmd_energy(args, argv) -> Path:
-    """Recorded-work energy of the accuracy runs at the default point, and analytic counts."""
+    """Experiment 3: savings of the recorded accuracy runs (their own work records) and of
+    one training step of four networks over baseline x sign mode x ends x adaptability, all
+    counted by the one mapping (imckit.mapping.arrays) the simulator executes."""
     t0 = time.perf_counter()
-    out = {"what": "training energy savings (digital baseline energy / mapped energy) per "
-                   "adaptability mode and baseline", "recorded": {}, "analytic": {}}
+    out = {"what": "training energy savings (digital baseline energy / mapped energy), "
+                   "preset paper-16nm: the recorded work of the experiment-2 runs, and one "
+                   "training step of four networks over adaptability x baseline x sign mode "
+                   "x ends (default occupancy: every input plane non-empty)",
+           "baselines": list(ENERGY_BASELINES), "sign_modes": list(mapping.SIGN_MODES),
+           "ends": ["mapped" if e is None else e for e in ENDS], "adaptabilities": list(MODES),
+           "recorded": {}, "networks": {}, "analytic": []}
+    specs_used = []
     for net in ACC_FILES:
         specs = [sweep.load_spec(HERE / f) for f in ACC_FILES[net]]
+        specs_used += specs
         # only records of the current sweep files (a folder may hold runs of older settings)
         ids = {sweep.point_id(s["function"], p, seed, s["fixed"])
                for s in specs for p, seed in sweep.grid_points(s["grid"], s["seeds"])}
@@ -133,24 +216,42 @@ def cmd_energy(args, argv) -> Path:
                 and r["params"]["cap_mismatch"] == 0.002 and r["params"]["adc_bits"] == 8]
         if not recs:
             raise SystemExit(f"claims.py energy: no {net} accuracy records; run accuracy-{net} first")
-        rows = sweep.table(recs)
-        metrics = [f"energy_{kind}.{b}.savings" for kind in ("recorded", "analytic")
-                   for b in experiments.BASELINES]
-        out["recorded"][net] = {"settings": specs[0]["fixed"],
-                                "rows": experiments.summarize(rows, ["adaptability"], metrics),
-                                "by_mvm_j": {r["adaptability"]: r["energy_recorded"]["fp32"]
-                                             for r in rows if r["seed"] == 0}}
-    for name, layers in (("jia22_cnn", energy.jia22_cnn()), ("resnet20", energy.resnet20())):
-        table = []
-        for mode in MODES:
-            for b in experiments.BASELINES:
-                for sign in (1, 2):
-                    rep = energy.training_step_energy(layers, batch=64, adaptability=mode,
-                                                      baseline=b, grad_sign_cycles=sign)
-                    table.append({"adaptability": mode, "baseline": b,
-                                  "grad_sign_cycles": sign, "savings": rep.savings})
-        out["analytic"][name] = table
-    out["provenance"] = _provenance(argv, time.perf_counter() - t0, [])
+        fixed = specs[0]["fixed"]
+        rows = []
+        for r in recs:
+            work = r["results"]["work"]
+            reps = {b: energy.energy_from_work(work, baseline=b) for b in ENERGY_BASELINES}
+            rows.append({"adaptability": r["params"]["adaptability"], "seed": r["seed"],
+                         "recorded": {b: rep.savings for b, rep in reps.items()},
+                         "by_mvm_j": reps["fp32"].by_mvm(),
+                         "baseline_by_mvm_j": reps["fp32"].by_mvm(baseline=True),
+                         "sign_mode": sorted({l["sign_mode"] for l in work["layers"]}),
+                         "steps": work["steps"]})
+        shapes = _shapes_of_run(recs[0]["results"]["work"])
+        _check_shapes(net, shapes, fixed)
+        out["recorded"][net] = {
+            "settings": fixed, "sign_mode": sorted({m for r in rows for m in r["sign_mode"]}),
+            "record_commits": sorted({r.get("git_commit") or "unknown" for r in recs}),
+            "rows": experiments.summarize(rows, ["adaptability"],
+                                          [f"recorded.{b}" for b in ENERGY_BASELINES]),
+            "by_mvm_j": {r["adaptability"]: {"mapped": r["by_mvm_j"],
+                                             "baseline": r["baseline_by_mvm_j"],
+                                             "steps": r["steps"]}
+                         for r in rows if r["seed"] == 0}}
+        out["networks"][net] = {"what": ACC_NETS[net], "batch": fixed["batch_size"],
+                                "layers": _layer_dicts(shapes),
+                                "shapes_from": "the recorded runs (checked against "
+                                               "imckit.models on imckit.data's input shape)"}
+    for net, fn in energy.NETWORKS.items():
+        out["networks"][net] = {"what": CIFAR_NETS[net], "batch": 64,
+                                "layers": _layer_dicts(fn()),
+                                "shapes_from": f"imckit.energy.{fn.__name__}()"}
+    for net, info in out["networks"].items():
+        layers = [energy.LayerShape(**l) for l in info["layers"]]
+        info["macs_per_step"] = sum(w.macs for _, mv in energy.step_work(layers, info["batch"])
+                                    for w in mv.values())
+        out["analytic"] += _savings_table(net, layers, info["batch"])
+    out["provenance"] = _provenance(argv, time.perf_counter() - t0, specs_used)
     return _write("claims_energy.json", out)
 
 
