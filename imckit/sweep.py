@@ -246,7 +246,7 @@ def _jsonable(obj: Any, where: str = "value") -> Any:
         if hasattr(obj, "detach"):
             obj = obj.detach().cpu()
         return _jsonable(obj.tolist(), where)
-    raise TypeError(f"{where} is a {type(obj).__name__}: not JSON (give numbers, strings, "
+    raise TypeError(f"{where} has type {type(obj).__name__}: not JSON (give numbers, strings, "
                     "lists, dicts, tensors or numpy arrays)")
 
 
@@ -373,11 +373,11 @@ def _save(out: pathlib.Path, rec: dict) -> None:
 def _read_done(path: pathlib.Path, pid: str) -> dict | None:
     """The finished record at ``path``; a file that does not parse is quarantined (None)."""
     try:
-        text = path.read_text()
+        blob = path.read_bytes()
     except FileNotFoundError:
         return None
     try:
-        rec = json.loads(text)
+        rec = json.loads(blob.decode())
         why = None if isinstance(rec, dict) and rec.get("id") == pid and "results" in rec \
             else "not a record of this point"
     except ValueError as exc:                   # JSONDecodeError, UnicodeDecodeError

@@ -168,7 +168,7 @@ def test_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert not failed.exists() and not tb.exists()
 
 
-@pytest.mark.parametrize("damage", ["truncate", "empty", "not-a-record"])
+@pytest.mark.parametrize("damage", ["truncate", "empty", "not-a-record", "binary"])
 def test_corrupt_record_is_quarantined_and_recomputed(tmp_path, damage):
     out = tmp_path / "out"
     kw = dict(seeds=[0], out_dir=out, progress=False, allow_functions=ALLOW,
@@ -176,7 +176,8 @@ def test_corrupt_record_is_quarantined_and_recomputed(tmp_path, damage):
     sweep.run("sweep_points:fails_on", {"x": [1, 2]}, **kw)
     victim = sorted(out.glob("*.json"))[0]
     text = victim.read_text()
-    victim.write_text({"truncate": text[:len(text) // 2], "empty": "", "not-a-record": "[]"}[damage])
+    victim.write_bytes({"truncate": text[:len(text) // 2].encode(), "empty": b"",
+                        "not-a-record": b"[]", "binary": b"\xff\xfe\x00"}[damage])
     with pytest.raises(ValueError, match=f"{victim.name} does not parse") as e:
         sweep.load_records(out)
     assert "\n" not in str(e.value)
@@ -233,8 +234,8 @@ def test_records_are_strict_json(tmp_path):
         recs = sweep.run("sweep_points:odd_values", {"kind": ["set"]}, out_dir=tmp_path,
                          progress=False, allow_functions=ALLOW)
     (f,) = recs.failed
-    assert f["error"]["type"] == "TypeError" and "results['bad'] is a set" in f["error"]["message"]
-    with pytest.raises(ValueError, match=r"fixed\['x'\] is a object: not JSON"):
+    assert f["error"]["type"] == "TypeError" and "results['bad'] has type set" in f["error"]["message"]
+    with pytest.raises(ValueError, match=r"fixed\['x'\] has type object: not JSON"):
         sweep.run("imckit.sweep:example_point", {"seed2": [1]}, out_dir=tmp_path / "o",
                   fixed={"x": object()}, progress=False)
 
