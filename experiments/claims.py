@@ -60,9 +60,14 @@ def _run_specs(files, n_jobs, progress, overrides=None) -> tuple[list[dict], lis
         if overrides:
             spec["fixed"] = {**spec["fixed"], **overrides}
         specs.append(spec)
-        records += sweep.run(spec["function"], spec["grid"], seeds=spec["seeds"],
-                             out_dir=spec["out"], fixed=spec["fixed"],
-                             n_jobs=n_jobs or spec["n_jobs"], progress=progress)
+        recs = sweep.run(spec["function"], spec["grid"], seeds=spec["seeds"],
+                         out_dir=spec["out"], fixed=spec["fixed"],
+                         n_jobs=n_jobs or spec["n_jobs"], progress=progress)
+        if recs.failed:                       # never summarize a partial sweep
+            raise SystemExit(f"claims: {len(recs.failed)} point(s) of {name} failed; see "
+                             f"{spec['out']}/*.traceback.txt, then rerun (failed points are "
+                             "retried)")
+        records += recs
     return specs, records
 
 

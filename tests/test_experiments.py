@@ -218,9 +218,12 @@ def test_committed_summaries_exist_and_parse(name):
     if name == "claims_noise.json":
         assert all(r["n"] >= 3 for r in d["rows"])
     if name == "claims_energy.json":
-        full = [r for r in d["analytic"]["jia22_cnn"] if r["adaptability"] == "full"
-                and r["baseline"] == "fp32" and r["grad_sign_cycles"] == 1]
-        assert full[0]["savings"] > 400
+        # issue 10: with the simulator's two-cycle signs the 11-layer CNN stays below 400x;
+        # only the one-cycle (+-1 drive) reading of the mapping exceeds it
+        full = {(r["network"], r["sign_mode"]): r["savings"] for r in d["analytic"]
+                if r["adaptability"] == "full" and r["baseline"] == "fp32"
+                and r["ends"] == "mapped" and r["fallback_placement"] == "fp32"}
+        assert full["jia22-cnn", "one-cycle"] > 400 > full["jia22-cnn", "two-cycle"]
 
 
 def test_chapter_loads_only_committed_results():

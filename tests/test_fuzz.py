@@ -8,8 +8,8 @@ count range of a column (column_counts), the smallest covering power of two (Gra
 
 Reproducible and fast: ``derandomize=True`` (the examples are a function of the test alone), no
 example database, no deadline; the module runs in well under a minute on two slow cores.
-Known bugs of ``imc.mvm`` / ``calibrate_adc_range`` (imckit/imc/array.py) are strict xfails at
-the end, so a fix shows up as an unexpected pass.
+Former bugs of ``imc.mvm`` / ``calibrate_adc_range`` (imckit/imc/array.py), now fixed, are tested at
+the end.
 """
 from __future__ import annotations
 
@@ -432,20 +432,14 @@ def test_placements_is_a_mapping_or_names_the_argument(data):
         assert list(p) == list(mapping.MVMS) and set(p.values()) <= set(mapping.PLACEMENTS)
 
 
-# --------------------------------------------------------------------------- known bugs
+# ------------------------------------------ formerly known bugs of imc.mvm (fixed, issue 11)
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="imc.mvm with N = 0 raises RuntimeError (reshape of an empty tensor, "
-                          "imckit/imc/array.py); should give zeros (B, M)")
 def test_mvm_empty_reduction_gives_zeros():
     y = imc.mvm(torch.zeros(0, 3, dtype=torch.int64), torch.zeros(2, 0, dtype=torch.int64),
                 imc.IMCConfig.ideal(rows=4))
     assert torch.equal(y, torch.zeros(2, 3))
 
 
-@pytest.mark.xfail(strict=True, reason="imc.mvm with adc_range below ~1e-38 (a valid call: "
-                   "0 < adc_range <= 1) returns NaN (ideal) or raises RuntimeError (noisy): the "
-                   "float32 ADC gain overflows (imckit/imc/array.py)")
 @pytest.mark.parametrize("cfg", [imc.IMCConfig.ideal(rows=4), imc.IMCConfig(rows=4)],
                          ids=["ideal", "noisy"])
 def test_mvm_tiny_adc_range_is_finite_or_rejected(cfg):
@@ -454,18 +448,12 @@ def test_mvm_tiny_adc_range_is_finite_or_rejected(cfg):
     assert y is None or torch.isfinite(y).all()
 
 
-@pytest.mark.xfail(strict=True, reason="calibrate_adc_range: NaN counts raise 'cannot convert "
-                   "float NaN to integer', inf or float64 counts above float32 raise "
-                   "OverflowError (imckit/imc/array.py); should be one ValueError naming counts")
 @pytest.mark.parametrize("bad", [math.nan, math.inf, 1e300])
 def test_calibrate_adc_range_non_finite_counts_name_counts(bad):
     counts = torch.tensor([1.0, bad], dtype=torch.float64)
     value_error_names(lambda: imc.calibrate_adc_range(counts, 8), "counts")
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="calibrate_adc_range with a huge "
-                   "rows (1e308, an allowed integer) fails on log2(0): 'math domain error' "
-                   "(imckit/imc/array.py); should return the smallest range or name rows")
 def test_calibrate_adc_range_huge_rows():
     r = imc.calibrate_adc_range(torch.tensor([0.0]), 1e308, levels=3)
     assert 0 < r <= 1

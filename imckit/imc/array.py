@@ -9,8 +9,8 @@ import torch
 
 from .._validate import check_choice, check_range
 from ..work import Work
-from .config import IMCConfig
-from .planes import X_KINDS, as_tensor, input_planes, stored_planes, tiles
+from .config import ADC_RANGE_MIN, IMCConfig
+from .planes import X_KINDS, InputPlanes, as_tensor, input_planes, stored_planes, tiles
 
 
 @functools.lru_cache(maxsize=8)
@@ -34,7 +34,7 @@ def _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits, x_scale, phase, adc_ra
     if not isinstance(cfg, IMCConfig):
         raise ValueError(f"cfg={type(cfg).__name__} is not allowed: pass an imc.IMCConfig")
     if adc_range is not None:
-        check_range("adc_range", adc_range, 0, 1, lo_open=True)
+        check_range("adc_range", adc_range, ADC_RANGE_MIN, 1)
     check_range("a_bits", a_bits, 1, 16, integer=True)
     check_choice("a_signed", a_signed, [True, False])
     check_choice("x_kind", x_kind, X_KINDS)
@@ -54,6 +54,10 @@ def _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits, x_scale, phase, adc_ra
                          f"X's device ({X.device.type})")
     _check_memory(X, A, x_kind, x_bits, cfg)
     bits, wa = stored_planes(A, a_bits, a_signed)
+    if X.shape[1] == 0:                                   # empty reduction: nothing to apply
+        empty = InputPlanes(torch.zeros(0, X.shape[0], 0, device=X.device),
+                            torch.zeros(0, dtype=torch.float64), [], 0)
+        return A, X, bits, wa, empty, 2
     planes = input_planes(X, x_kind, x_bits, cfg.input_levels, x_scale, phase, cfg.rows,
                           row_group, cfg.sign_mode)
     L = cfg.input_levels if x_kind in ("multilevel", "radix4") else 2
@@ -251,9 +255,14 @@ def calibrate_adc_range(counts, rows: int, *, percentile: float = 99.9, levels: 
     check_range("rows", rows, 1, None, integer=True)
     check_range("percentile", percentile, 0, 100, lo_open=True)
     check_range("levels", levels, 2, 256, integer=True)
-    c = torch.as_tensor(counts).reshape(-1).to(torch.float32).abs()   # bipolar: |count|
+    c = torch.as_tensor(counts).reshape(-1)
+    c = (c if c.is_floating_point() else c.to(torch.float64)).abs()     # bipolar: |count|
     if c.numel() == 0:
         return 1.0
+    if not bool(torch.isfinite(c).all()):
+        raise ValueError(f"counts contains {c[~torch.isfinite(c)][0].item()!r}: column counts "
+                         "must be finite")
     k = max(1, min(c.numel(), math.ceil(percentile / 100 * c.numel() - 1e-9)))
     top = max(float(c.kthvalue(k).values), 1.0)
-    return min(1.0, 2.0 ** math.ceil(math.log2(top / (rows * (levels - 1))) - 1e-12))
+    frac = max(top / (float(rows) * (levels - 1)), ADC_RANGE_MIN)   # never below the floor
+    return min(1.0, 2.0 ** math.ceil(math.log2(frac) - 1e-12))

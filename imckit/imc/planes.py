@@ -66,7 +66,7 @@ def stored_planes(A, a_bits, a_signed):
     it = _int_dtype(a_bits)                                       # narrow ints: fewer bytes
     ai = (A.to(torch.int32) if A.is_floating_point() else A).to(it) & (2**a_bits - 1)
     k = torch.arange(a_bits, device=A.device, dtype=it)           # (wrapping = two's complement)
-    bits = ((ai.unsqueeze(-1) >> k) & 1).to(torch.float32).reshape(A.shape[0], -1)
+    bits = ((ai.unsqueeze(-1) >> k) & 1).to(torch.float32).reshape(A.shape[0], A.shape[1] * a_bits)
     wa = 2.0 ** k.to(torch.float64)
     if a_signed:
         wa[-1] = -wa[-1]
