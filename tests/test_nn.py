@@ -549,3 +549,32 @@ def test_two_level_fallback_computes_what_it_is_priced_as(fallback):
             "digital": err > 1e-3}[fallback]
     rec = inn.collect_work(nn.Sequential(lin))["layers"][0]["mvms"]["weight_grad"]
     assert rec["placement"] == fallback and rec["macs"] == 32 * 16 * 8 and rec["conversions"] == 0
+
+
+def test_digital_conv_path_is_exact_beyond_float32():
+    """The digital placement runs the plain conv kernels in float32 with split operands
+    (issue 12): a weight gradient whose integer sums exceed 2^24 still equals the float64
+    im2col product exactly."""
+    torch.manual_seed(4)
+    conv = inn.IMCConv2d(8, 16, 3, padding=1, placement="digital", input_kind="unsigned")
+    x = torch.rand(16, 8, 16, 16, requires_grad=True)
+    y = conv(x)
+    G = torch.randn_like(y)
+    (y * G).sum().backward()
+    from imckit.nn.engine import F32_EXACT, quantize_input, quantize_weight, radix4
+    xl, xs, xmask = quantize_input(x.detach(), float(conv.a_max), False, 4)
+    wl, ws, _ = quantize_weight(conv.weight.detach(), conv.cfg)
+    g = G.permute(0, 2, 3, 1).reshape(-1, 16)
+    S = conv._gs.scale_for(g)
+    cols = F.unfold(xl, 3, padding=1).transpose(1, 2).reshape(-1, 72)
+    assert cols.shape[0] * 4096 * 15 > F32_EXACT                  # the split path is needed
+    d1 = radix4(g, S, 1, "nearest", None)
+    gw = (d1.double().t() @ cols.double()).float() * xs
+    assert torch.equal(conv.weight.grad, gw.reshape(conv.weight.shape))
+    d0 = radix4(g, S, 0, "nearest", None)
+    gcols = (d0.double() @ wl.reshape(16, -1).double()).float()   # im2col-space input grad
+    gx = F.fold(gcols.reshape(16, 256, 72).transpose(1, 2), (16, 16), 3, padding=1) * ws
+    assert torch.allclose(x.grad, gx * xmask, rtol=1e-6, atol=1e-9)
+    yref = (cols.double() @ wl.reshape(16, -1).double().t()).float() * (xs * ws)
+    yref = yref.reshape(16, 16, 16, 16).permute(0, 3, 1, 2) + conv.bias.view(1, -1, 1, 1)
+    assert torch.equal(y, yref)

@@ -20,6 +20,8 @@ where an operand was clipped. Master weights stay fp32.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import formats
@@ -69,6 +71,60 @@ def exact_product(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return (x.double() @ a.double()).to(x.dtype)
 
 
+F32_EXACT = 2 ** 24
+"""Integers up to this magnitude are exact in float32 (24-bit significand)."""
+
+RADIX4_INT_MAX = 4 ** 6
+"""Largest radix-4 magnitude in units of the format's smallest value (``S / 4^-6``)."""
+
+
+def _int_max(bits: int, signed: bool) -> int:
+    """Largest magnitude of a ``bits``-bit INT level (symmetric signed or unsigned)."""
+    return 2 ** (bits - 1) - 1 if signed else 2 ** bits - 1
+
+
+def exact_bilinear(op, a: torch.Tensor, b: torch.Tensor, a_max: float, b_max: float,
+                   k: int) -> torch.Tensor:
+    """``op(a, b)`` of a bilinear ``op`` (matmul, conv and their gradients) for integer-valued
+    ``a`` (``|a| <= a_max``) and ``b`` (``|b| <= b_max``), reducing over at most ``k`` products
+    per output, computed EXACTLY through float32 kernels, returned in float64.
+
+    Every partial sum of a float32 kernel is exact while it stays below 2^24 in magnitude, so
+    when ``k * a_max * b_max < 2^24`` one float32 call is exact. Otherwise ``a`` is split into
+    signed base-``2^s`` digits with ``k * 2^s * b_max < 2^24`` (split-operand), each digit's
+    product computed in float32 and the digits recombined in float64; if no digit width fits,
+    one float64 call.
+
+    >>> a = torch.tensor([[4097.0, 1.0]]); b = torch.tensor([[4097.0], [2.0]])
+    >>> exact_bilinear(torch.matmul, a, b, 4097, 4097, 2).item(), (a @ b).item()   # odd > 2^24
+    (16785411.0, 16785410.0)
+    """
+    if k * a_max * b_max < F32_EXACT:
+        return op(a.float(), b.float()).double()
+    room = (F32_EXACT - 1) / max(k * b_max, 1)
+    s = int(math.floor(math.log2(room))) if room >= 2 else 0
+    if s < 1:
+        return op(a.double(), b.double())
+    base = float(2 ** s)
+    n = max(1, math.ceil(math.log2(a_max + 1) / s))
+    mag, sgn = a.abs(), torch.sign(a)
+    out = None
+    for j in range(n):
+        d = torch.remainder(mag, base) if j < n - 1 else mag
+        if j < n - 1:
+            mag = (mag - d) / base
+        term = op((d * sgn).float(), b.float()).double()
+        out = term if out is None else out.add_(term, alpha=base ** j)
+    return out
+
+
+def radix4_ints(d: torch.Tensor, scale: float, phase: int):
+    """Radix-4 values as integers ``d / unit`` (``|.| <= 4096``) and the unit (the format's
+    smallest positive value at this scale and phase, a power of two)."""
+    unit = float(formats.Radix4().values(scale=scale, phase=phase)[8])   # smallest positive
+    return d / unit, unit
+
+
 def cast(t: torch.Tensor, precision: str):
     """``(values, scale)`` of ``t`` rounded to ``precision``: ``fp32`` as is, ``bf16`` rounded
     to bfloat16, ``int8`` symmetric per-tensor INT8 levels (scale ``max|t| / 127``).
@@ -116,7 +172,8 @@ class TrainingMVMs(torch.autograd.Function):
         xl = xs = xmask = wl = ws = wmask = None
         signed = False
         w2 = w.reshape(w.shape[0], -1)
-        layer._macs = layer._positions_of(x) * w2.numel()     # logical MACs of each MVM
+        layer._v = layer._positions_of(x)                     # vectors of the forward MVM
+        layer._macs = layer._v * w2.numel()                    # logical MACs of each MVM
         if quant_x:
             signed = layer._input_signed(x)
             alpha = layer._activation_clip(x, signed)
@@ -128,7 +185,10 @@ class TrainingMVMs(torch.autograd.Function):
             xl, xs, xmask = quantize_input(x, alpha, signed, layer.cfg.a_bits)
         if quant_w:
             wl, ws, wmask = quantize_weight(w, layer.cfg)
-        if pl["forward"] in QUANTIZED:
+        if pl["forward"] == "digital":                   # exact, through the plain kernels
+            y = layer._exact("forward", xl, wl, _int_max(layer.cfg.a_bits, signed),
+                             _int_max(layer.cfg.w_bits, True)).to(x.dtype) * (xs * ws)
+        elif pl["forward"] == "imc":
             kw = dict(a_bits=layer.cfg.w_bits, a_signed=True, x_bits=layer.cfg.a_bits,
                       x_kind=layer._x_kind(signed), row_group=layer.kernel_area)
             y = layer._mvm("forward", wl.reshape(w2.shape).t(), layer._rows(xl), kw) * (xs * ws)
@@ -162,7 +222,12 @@ class TrainingMVMs(torch.autograd.Function):
         if pl["backward"] in QUANTIZED or pl["weight_grad"] in QUANTIZED:
             S = layer._grad_scale(gy)
         if ctx.needs_input_grad[0]:
-            if pl["backward"] in QUANTIZED:
+            if pl["backward"] == "digital":
+                d0 = radix4(gy, S, cfg.backward_phase, cfg.grad_rounding, layer._generator(gy))
+                di, unit = radix4_ints(d0, S, cfg.backward_phase)
+                gx = layer._exact("backward", layer._as_grad(di), wl, RADIX4_INT_MAX,
+                                  _int_max(cfg.w_bits, True)).to(x.dtype) * (unit * ws)
+            elif pl["backward"] == "imc":
                 d0 = radix4(gy, S, cfg.backward_phase, cfg.grad_rounding, layer._generator(gy))
                 A, X, unrows = layer._backward_operands(d0, wl)
                 kw = dict(a_bits=cfg.w_bits, a_signed=True, x_kind="radix4", x_scale=S,
@@ -174,7 +239,12 @@ class TrainingMVMs(torch.autograd.Function):
             if xmask is not None and fwd_quant:
                 gx = gx * xmask
         if ctx.needs_input_grad[1]:
-            if pl["weight_grad"] in QUANTIZED:
+            if pl["weight_grad"] == "digital":
+                d1 = radix4(gy, S, cfg.weight_grad_phase, cfg.grad_rounding, layer._generator(gy))
+                di, unit = radix4_ints(d1, S, cfg.weight_grad_phase)
+                gw = layer._exact("weight_grad", layer._as_grad(di), xl, RADIX4_INT_MAX,
+                                  _int_max(cfg.a_bits, signed)).to(w.dtype) * (unit * xs)
+            elif pl["weight_grad"] == "imc":
                 d1 = radix4(gy, S, cfg.weight_grad_phase, cfg.grad_rounding, layer._generator(gy))
                 kw = dict(a_bits=cfg.a_bits, a_signed=signed, x_kind="radix4", x_scale=S,
                           phase=cfg.weight_grad_phase)
@@ -189,4 +259,5 @@ class TrainingMVMs(torch.autograd.Function):
 
 
 __all__ = ["TrainingMVMs", "quantize_weight", "quantize_input", "radix4", "exact_product",
-           "digital_product", "cast", "MVM_INDEX", "QUANTIZED"]
+           "digital_product", "cast", "exact_bilinear", "radix4_ints", "MVM_INDEX",
+           "QUANTIZED", "F32_EXACT", "RADIX4_INT_MAX"]

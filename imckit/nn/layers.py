@@ -19,7 +19,8 @@ from .. import formats
 from ..mapping import CountRules, MVMMap
 from ..work import Work
 from .config import LayerConfig, make_config
-from .engine import MVM_INDEX, TrainingMVMs, cast, digital_product, exact_product
+from .engine import (MVM_INDEX, TrainingMVMs, cast, digital_product, exact_bilinear,
+                     exact_product)
 
 MVMS = tuple(MVM_INDEX)
 
@@ -182,6 +183,30 @@ class IMCModule(nn.Module):
         """``x @ a`` of MVM ``name`` on its digital placement (records MACs and outputs)."""
         self._record(name, Work(macs=self._macs, outputs=x.shape[0] * a.shape[1]))
         return digital_product(x, a, self.mvm_placements[name])
+
+    def _exact(self, name: str, a: torch.Tensor, b: torch.Tensor, a_max: float,
+               b_max: float) -> torch.Tensor:
+        """The ``digital`` placement of MVM ``name``: the quantized product through the plain
+        linear / conv kernels, exact (:func:`imckit.nn.engine.exact_bilinear`), float64.
+        Operands: forward (input levels, weight levels); backward and weight_grad (gradient
+        integers as :meth:`_as_grad` lays them out, weight / input levels)."""
+        op, k = self._exact_op(name)
+        out = self._exact_out(name, exact_bilinear(op, a, b, a_max, b_max, k))
+        self._record(name, Work(macs=self._macs, outputs=out.numel()))
+        return out
+
+    def _exact_op(self, name: str):
+        """``(op, reduction length)`` of MVM ``name`` for :meth:`_exact` (linear layer)."""
+        return {"forward": (lambda x, w: x @ w.t(), self.in_features),
+                "backward": (lambda d, w: d @ w, self.out_features),
+                "weight_grad": (lambda d, x: d.t() @ x, self._v)}[name]
+
+    def _exact_out(self, name: str, out: torch.Tensor) -> torch.Tensor:
+        return out
+
+    def _as_grad(self, d: torch.Tensor) -> torch.Tensor:
+        """Output-gradient rows in the layout the layer's kernels take."""
+        return d
 
     def _mvm(self, name: str, A: torch.Tensor, X: torch.Tensor, kw: dict) -> torch.Tensor:
         """``X @ A`` of a quantized MVM on its placement (``digital`` or ``imc``)."""
@@ -417,6 +442,25 @@ class IMCConv2d(IMCModule):
 
     def _positions_of(self, x: torch.Tensor) -> int:
         return x.shape[0] * self._out_hw[0] * self._out_hw[1]
+
+    def _exact_op(self, name: str):
+        geo = (self.stride, self.padding, self.dilation)
+        kk = self.kernel_area
+        if name == "forward":
+            return (lambda x, w: F.conv2d(x, w, None, *geo), self.in_channels * kk)
+        if name == "backward":
+            return (lambda d, w: torch.nn.grad.conv2d_input(self._x_shape, w, d, *geo),
+                    self.out_channels * kk)
+        return (lambda d, x: torch.nn.grad.conv2d_weight(x, self.weight.shape, d, *geo),
+                self._x_shape[0] * self._out_hw[0] * self._out_hw[1])
+
+    def _exact_out(self, name: str, out: torch.Tensor) -> torch.Tensor:
+        if name == "forward":                               # image -> rows (b, ho, wo)
+            return out.permute(0, 2, 3, 1).reshape(-1, self.out_channels)
+        return out
+
+    def _as_grad(self, d: torch.Tensor) -> torch.Tensor:
+        return self._grad_image(d)
 
     def _grad_image(self, d: torch.Tensor) -> torch.Tensor:
         """Output-gradient rows (B*Ho*Wo, C_out) as an image (B, C_out, Ho, Wo)."""
