@@ -1,9 +1,10 @@
 """The simulated chip: capacitor mismatch, charge sharing, kT/C noise, ADCs, digital back end."""
 from __future__ import annotations
 
-import functools
+import collections
 import math
 import os
+import time
 
 import torch
 
@@ -13,19 +14,52 @@ from .config import ADC_RANGE_MIN, IMCConfig
 from .planes import X_KINDS, InputPlanes, as_tensor, input_planes, stored_planes, tiles
 
 
-@functools.lru_cache(maxsize=8)
+_CHIP_CACHE: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
+CHIP_CACHE_BYTES = int(os.environ.get("IMCKIT_CHIP_CACHE_MB", "2048")) << 20
+"""Memory the capacitor patterns of recently used chips may keep (env ``IMCKIT_CHIP_CACHE_MB``,
+default 2048): a ResNet-20 step at batch 32 touches ~1.1 GB of them, mostly the weight-gradient
+arrays, and redrawing them costs more than the MVMs. Training visits the chips in a cycle, so a
+full cache keeps what it has (an LRU would evict every entry just before its reuse) and only
+drops chips unused for :data:`CHIP_CACHE_IDLE_S`."""
+CHIP_CACHE_IDLE_S = 120.0
+
+
+def _cache_put(key, value) -> None:
+    size = lambda v: (v[0].numel() + v[1].numel()) * 4
+    total = sum(size(v) for v, _ in _CHIP_CACHE.values())
+    now = time.monotonic()
+    while total + size(value) > CHIP_CACHE_BYTES and _CHIP_CACHE:
+        oldest = next(iter(_CHIP_CACHE))
+        v, last = _CHIP_CACHE[oldest]
+        if now - last < CHIP_CACHE_IDLE_S:
+            return                                   # full of chips in use: do not cache
+        del _CHIP_CACHE[oldest]
+        total -= size(v)
+    if total + size(value) <= CHIP_CACHE_BYTES:
+        _CHIP_CACHE[key] = (value, now)
+
+
 def _chip_caps(seed, rows, cols, n_row_tiles, n_col_tiles, sigma, device):
     """Capacitors of a simulated chip in units of C_u: ``cap = 1 + sigma z`` per bit cell and
     ``den`` (T, Ct*cols), their sum over ALL R rows of each tile (unused rows share charge
     too). The unit normals z of tile (t, c) come from their own generator seeded by (seed, t, c):
-    a tile's pattern does not depend on how many tiles a call uses."""
+    a tile's pattern does not depend on how many tiles a call uses. Cached (LRU within
+    :data:`CHIP_CACHE_BYTES`)."""
+    key = (seed, rows, cols, n_row_tiles, n_col_tiles, sigma, str(device))
+    hit = _CHIP_CACHE.get(key)
+    if hit is not None:
+        _CHIP_CACHE[key] = (hit[0], time.monotonic())
+        _CHIP_CACHE.move_to_end(key)
+        return hit[0]
     z = torch.empty(n_row_tiles * rows, n_col_tiles * cols)
     for t in range(n_row_tiles):
         for c in range(n_col_tiles):
             g = torch.Generator().manual_seed((seed * 1_000_003 + t * 7919 + c * 104_729) % 2**63)
             z[t * rows:(t + 1) * rows, c * cols:(c + 1) * cols] = torch.randn(rows, cols, generator=g)
     den = rows + sigma * z.view(n_row_tiles, rows, -1).sum(1)
-    return (1.0 + sigma * z).to(device), den.to(device)
+    out = (z.mul_(sigma).add_(1.0).to(device), den.to(device))
+    _cache_put(key, out)
+    return out
 
 
 def _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits, x_scale, phase, adc_range=None,
@@ -87,19 +121,12 @@ def _column_values(planes, W, caps, rows, gain=1.0, group=1):
 
     ``caps`` = (cap, den) of the chip or None: tile t uses the first ``e - s`` capacitors of
     physical array t, and charge shares over all R of them (unused rows hold 0)."""
-    digits = planes.digits
-    P, B, N = digits.shape
+    N = W.shape[0]
     out = []
     for t, (s, e) in enumerate(tiles(N, rows, group)):
-        act = planes.active[t].reshape(-1)
-        k = int(act.sum())
-        if k == 0:
+        if not bool(planes.active[t].any()):
             continue
-        d = digits[:, :, s:e].reshape(P * B, e - s)
-        idx = None
-        if k < P * B:                          # compact: skipped cycles cost nothing
-            idx = act.nonzero().view(-1)
-            d = d.index_select(0, idx)
+        d, idx = planes.tile_rows(t, s, e)                 # compact: skipped cycles cost nothing
         Wt = W[s:e]                            # charge sharing over all R caps, ADC gain:
         if caps is not None:                   # per-column factors, folded into the stored
             cap, den = caps                    # side (cheaper than scaling the outputs)
@@ -166,7 +193,7 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
                                          x_scale, phase, adc_range, generator, row_group)
     r = cfg.adc_range if adc_range is None else adc_range
     (B, N), M, dev, R = X.shape, A.shape[1], X.device, cfg.rows
-    P, Mb = planes.digits.shape[0], bits.shape[1]
+    P, Mb = planes.n_planes, bits.shape[1]
     out_dtype = torch.float64 if X.dtype == torch.float64 else torch.float32
     cycles = sum(int(a.sum()) for a in planes.active) if P else 0
     ct = -(-Mb // cfg.columns)                                      # column tiles (arrays)
@@ -236,7 +263,7 @@ def column_counts(A, X, cfg: IMCConfig, *, a_bits: int = 4, a_signed: bool = Tru
     """
     A, X, bits, _, planes, _ = _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits,
                                         x_scale, phase, row_group=row_group)
-    if planes.digits.shape[0] == 0 or A.shape[0] == 0:
+    if planes.n_planes == 0 or A.shape[0] == 0:
         return torch.zeros(0, device=X.device)
     values = _column_values(planes, bits, None, cfg.rows, group=row_group)
     return torch.cat([torch.zeros(0, device=X.device)] + [v.reshape(-1) for v, _ in values])

@@ -19,11 +19,38 @@ X_KINDS = ("unsigned", "signed", "radix4", "multilevel")
 
 
 class InputPlanes(NamedTuple):
-    digits: torch.Tensor   # (P, B, N) float32 digits in 0..L-1 (-(L-1)..L-1 if bipolar)
+    digits: torch.Tensor | None  # (P, B, N) float32 digits in 0..L-1 (+- if bipolar); None for
+                                 # radix-4 inputs, which keep ``codes`` instead
     weights: torch.Tensor  # (P,) float64 plane weights
     active: list           # per row tile: (P, B) bool, the cycles that run
     drives: int            # row drives: nonzero digits summed over planes, rows and batch
     bipolar: bool = False  # signed digits in one cycle (sign_mode="one-cycle"): bipolar ADC
+    codes: tuple | None = None  # radix-4: (plane index per input, -1 for zero; digit per input)
+
+    @property
+    def n_planes(self) -> int:
+        return int(self.weights.shape[0])
+
+    def tile_rows(self, t: int, s: int, e: int):
+        """Digits of the (plane, vector) cycles that run in row tile t (rows s..e):
+        ``(d, idx)``, d of shape (cycles, e - s), idx their ``plane * B + vector`` (None: all
+        P*B in order). Radix-4 rows are built from the plane indices, never from dense planes."""
+        act = self.active[t].reshape(-1)
+        P, B = self.active[t].shape
+        idx = None if bool(act.all()) else act.nonzero().view(-1)
+        if self.codes is None:
+            d = self.digits[:, :, s:e].reshape(P * B, e - s)
+            return (d if idx is None else d.index_select(0, idx)), idx
+        plane, digit = self.codes
+        if idx is None:
+            pb = torch.arange(P, device=plane.device).repeat_interleave(B)
+            bb = torch.arange(B, device=plane.device).repeat(P)
+        else:
+            pb, bb = idx // B, idx % B
+        d = (plane[:, s:e].index_select(0, bb) == pb.view(-1, 1)).to(torch.float32)
+        if digit is not None:
+            d.mul_(digit[:, s:e].index_select(0, bb))
+        return d, idx
 
 
 def as_tensor(name, t):
@@ -186,11 +213,27 @@ def _radix4_planes(X, levels, x_scale, phase, spans, sign_mode):
     if one:
         digit = torch.where(neg, -digit, digit)
     n_planes = G if one else 2 * G
-    idx = torch.arange(n_planes, device=X.device).view(-1, 1, 1)
-    digits = torch.where(plane.unsqueeze(0) == idx, digit.unsqueeze(0), 0.0)
     base = x_scale * (0.5 if phase else 1.0)
     j = torch.arange(n_planes, device=X.device, dtype=torch.float64) % G
     w = base * torch.pow(4.0, j * g + 1 - 7)
     if not one:
         w = torch.where(torch.arange(n_planes, device=X.device) >= G, -w, w)
-    return _finish(digits, w, spans, bipolar=one)
+    # Each input sits in exactly one plane: keep its plane index and digit (no dense planes)
+    # and read the active (plane, vector) cycles of each row tile from the indices.
+    B, N = X.shape
+    bidx = torch.arange(B, device=X.device).view(-1, 1)
+    active = []
+    for s, e in spans:
+        a = torch.zeros(n_planes + 1, B, dtype=torch.bool, device=X.device)
+        a.index_put_((plane[:, s:e] + 1, bidx.expand(B, e - s)),
+                     torch.ones((), dtype=torch.bool, device=X.device))
+        active.append(a[1:])                                   # row 0: inputs that are zero
+    used = (torch.stack(active).any(0).any(1) if active
+            else torch.zeros(n_planes, dtype=torch.bool, device=X.device))
+    if not bool(used.all()):
+        remap = torch.cumsum(used.to(torch.int64), 0) - 1      # old plane -> used plane
+        plane = torch.where(plane >= 0, remap[plane.clamp(min=0)], plane)
+        w, active = w[used], [a[used] for a in active]
+    binary = g == 1 and not one                                 # every digit is 1
+    codes = (plane, None if binary else torch.where(nz, digit, 0.0))
+    return InputPlanes(None, w, active, int(nz.sum()), one, codes)

@@ -1,0 +1,164 @@
+"""Benchmark: CNN-scale training on simulated IMC vs plain torch, same model, same data (issue 12).
+
+1. One ResNet-20 SGD step (batch 32, forward + backward + step) in plain torch, imckit digital
+   radix-4 (every MVM exact, quantized) and imckit IMC (full adaptability, 16 nm preset), as
+   ratios vs torch (targets: digital <= 3x, IMC <= 100x), beside the floors of the IMC step:
+   its column conversions, the time torch.randn takes for one normal per conversion (the noise
+   floor) and the time a float32 matmul takes for the plane products' MACs (the plane floor).
+2. The digits small CNN, 10 epochs on IMC: ``fit`` time without start-up (target <= 2.5 s).
+3. One MNIST-5k MLP epoch (784-128-10) on IMC vs fp32 (target <= 25x).
+4. Peak resident memory of one IMC ResNet-20 step at batch 128 (a fresh process; target < 8 GB).
+
+Usage: ``python benchmarks/bench_cnn.py [--threads 2] [--steps 3] [--skip-memory]``. Prints a
+table; never asserted in tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from imckit import data, energy, imc, models, train
+from imckit import nn as inn
+from imckit.mapping import CountRules, tile_rows
+
+
+def _step_fn(model, x, y):
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        inn.after_step(model)
+    return step
+
+
+def _median_s(fn, n):
+    fn()                                     # warm-up (first-step calibration, caches)
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def _floors(rec, rows):
+    """Conversions of one recorded step, and the MACs of the plane products behind them."""
+    conv = plane_macs = 0
+    for lay in rec["layers"]:
+        for m, d in lay["mvms"].items():
+            if d["placement"] != "imc" or not d["conversions"]:
+                continue
+            conv += d["conversions"]
+            n, mm = lay["shape"]
+            k = {"forward": n, "backward": mm * lay["kernel_area"],
+                 "weight_grad": d["macs"] // max(n * mm, 1)}[m]
+            plane_macs += d["conversions"] * min(k, tile_rows(rows, 1))
+    return conv, plane_macs
+
+
+def resnet_step(steps):
+    x, y = torch.rand(32, 3, 32, 32), torch.randint(0, 10, (32,))
+    out = {"torch": _median_s(_step_fn(models.resnet20(), x, y), steps)}
+    out["digital"] = _median_s(_step_fn(inn.convert(models.resnet20(), placement="digital"),
+                                        x, y), steps)
+    model = inn.convert(models.resnet20(), adaptability="full")
+    step = _step_fn(model, x, y)
+    out["imc"] = _median_s(step, max(1, steps // 2))
+    inn.reset_work(model)
+    step()
+    conv, macs = _floors(inn.collect_work(model), 1152)
+    z = torch.empty(conv)
+    t0 = time.perf_counter()
+    torch.randn(conv, out=z)
+    out["noise_floor"] = time.perf_counter() - t0
+    a, b = torch.rand(1024, 1152), torch.rand(1152, 1024)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    rate = 10 * 1024 * 1152 * 1024 / (time.perf_counter() - t0)
+    out["plane_floor"], out["conversions"], out["plane_macs"] = macs / rate, conv, macs
+    return out
+
+
+def digits_cnn_fit():
+    ds = data.digits(seed=0)
+    model = inn.convert(models.small_cnn(seed=0), adaptability="full")
+    t0 = time.perf_counter()
+    h = train.fit(model, ds, epochs=10, batch_size=32, lr=0.05, seed=0, progress=False)
+    return time.perf_counter() - t0, h.test_accuracy[-1]
+
+
+def mnist_epoch():
+    ds = data.mnist5k()
+    fp = min(_fit_s(models.mlp(784, (128,), 10, seed=0), ds) for _ in range(2))
+    im = _fit_s(inn.convert(models.mlp(784, (128,), 10, seed=0), adaptability="full"), ds)
+    return fp, im
+
+
+def _fit_s(model, ds):
+    t0 = time.perf_counter()
+    train.fit(model, ds, epochs=1, batch_size=64, lr=0.05, seed=0, progress=False)
+    return time.perf_counter() - t0
+
+
+def _peak_child():
+    torch.set_num_threads(2)
+    x, y = torch.rand(128, 3, 32, 32), torch.randint(0, 10, (128,))
+    model = inn.convert(models.resnet20(), adaptability="full")
+    _step_fn(model, x, y)()
+    print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--peak-child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.peak_child:
+        _peak_child()
+        return 0
+    print(f"bench_cnn: torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+          f"IMC preset jia22_16nm")
+    r = resnet_step(args.steps)
+    fit_s, acc = digits_cnn_fit()
+    fp, im = mnist_epoch()
+    rows = [
+        ("ResNet-20 step b32, plain torch", r["torch"], 1.0, ""),
+        ("  imckit digital radix-4 (exact)", r["digital"], r["digital"] / r["torch"],
+         "target <= 3x"),
+        ("  imckit IMC, full adaptability", r["imc"], r["imc"] / r["torch"],
+         f"target <= 100x; {r['conversions'] / 1e6:.1f} M conversions/step"),
+        ("  floor: one randn per conversion", r["noise_floor"], r["noise_floor"] / r["torch"], ""),
+        ("  floor: plane-product MACs (sgemm)", r["plane_floor"], r["plane_floor"] / r["torch"],
+         f"{r['plane_macs'] / 1e9:.1f} G MACs"),
+        ("digits small CNN, 10 epochs, IMC fit", fit_s, float("nan"),
+         f"target <= 2.5 s; test acc {acc:.3f}"),
+        ("MNIST-5k MLP epoch, fp32", fp, 1.0, ""),
+        ("  same on IMC (full)", im, im / fp, "target <= 25x"),
+    ]
+    print(f"\n{'case':<40} {'wall s':>8} {'ratio':>8}  note")
+    for name, t, ratio, note in rows:
+        print(f"{name:<40} {t:8.3f} {ratio:8.1f}  {note}")
+    if not args.skip_memory:
+        res = subprocess.run([sys.executable, __file__, "--peak-child"], capture_output=True,
+                             text=True, check=True)
+        kb = json.loads(res.stdout.strip().splitlines()[-1])["maxrss_kb"]
+        print(f"{'ResNet-20 IMC step b128, peak RSS':<40} {kb / 2**20:8.2f} GB  target < 8 GB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
