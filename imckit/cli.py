@@ -15,7 +15,8 @@ be read is refused with one line, and ``--restart`` deletes it and starts over. 
 removed when a write fails.
 
 Exit status: 0 done, 1 the run failed (diverged, or the result could not be written), 2 a bad
-argument or a refused file, 130 interrupted. ``sweep`` exits 1 when some points failed.
+argument or a refused file, 130 interrupted. ``sweep`` exits 1 when some points failed, and 2
+when ``--address`` does not answer within ``--connect-timeout`` (nothing has run then).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .mapping import ADAPTABILITY, PLACEMENTS       # the one place naming modes and placements
+from .sweep import BACKENDS, CONNECT_TIMEOUT_S
 
 __all__ = ["main", "build_parser"]
 
@@ -156,7 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "resumes when rerun.", formatter_class=_Help)
     w.add_argument("config", metavar="CONFIG.yaml", help="the sweep file")
     w.add_argument("--n-jobs", type=_number(int, 1), default=None, metavar="N",
-                   help="parallel workers (default: the file's n_jobs, else 1)")
+                   help="parallel workers, or the size of a local Dask/Ray cluster (default: "
+                   "the file's n_jobs, else 1; ignored with --address)")
+    w.add_argument("--backend", choices=BACKENDS, default="loky",
+                   help="where points run: loky (local processes), threading, or a Dask or Ray "
+                   "cluster (pip install 'imckit[cluster]'): the one at --address, else a local "
+                   "one started for the sweep and shut down after it")
+    w.add_argument("--address", default=None, metavar="ADDR",
+                   help="an existing cluster (dask/ray only; left running): Dask "
+                   "tcp://HOST:8786, Ray HOST:6379; its workers run the sweep's function "
+                   "(SECURITY.md)")
+    w.add_argument("--connect-timeout", type=_number(float, 0.0, lo_open=True),
+                   default=CONNECT_TIMEOUT_S, metavar="S",
+                   help="seconds to wait for --address to answer")
     w.add_argument("--out", default=None, metavar="DIR",
                    help="records folder (default: the file's out, else CONFIG-results/)")
     w.add_argument("--allow-function", action="append", default=[], metavar="MODULE",
@@ -179,9 +193,11 @@ def _sweep(args, parser) -> int:
             warnings.simplefilter("ignore", sweep.PointFailedWarning)    # summarized below
             recs = sweep.run(spec["function"], spec["grid"], seeds=spec["seeds"], out_dir=out,
                              fixed=spec["fixed"], n_jobs=args.n_jobs or spec["n_jobs"],
+                             backend=args.backend, address=args.address,
+                             connect_timeout_s=args.connect_timeout,
                              progress=not args.no_progress, allow_functions=args.allow_function,
                              max_points=None if args.yes else sweep.MAX_POINTS)
-    except ValueError as e:
+    except (ValueError, sweep.ClusterError) as e:
         parser.error(str(e).splitlines()[0] if str(e) else "invalid sweep")
     except KeyboardInterrupt:
         where = f" in {out}" if out else ""

@@ -1,7 +1,11 @@
 """Run a function over a grid of configs x seeds, one JSON record per point, resumable.
 
-The runner is joblib: on this machine it uses local processes; on a cluster the same call runs
-unchanged under joblib's Ray or Dask backends (see :func:`run`). There is no home-made scheduler.
+Where the points run (``backend``, :data:`BACKENDS`): on this machine joblib's ``loky``
+(processes) or ``threading``; on a cluster Dask (``distributed``) or Ray, through their own
+futures APIs (``pip install 'imckit[cluster]'``). With ``address`` the sweep uses an existing
+cluster and leaves it running; without, it starts a local one for the sweep and shuts it down
+after it, also on an error or Ctrl-C. There is no home-made scheduler. Every engine gives the
+same records (:func:`without_timing` drops what depends on when and where a point ran).
 
 A record holds everything needed to trust and redo a point: the function's import path, its
 parameters, the seed, package versions, the git commit, the wall time, and the function's
@@ -27,7 +31,12 @@ What can go wrong, and what happens (issue 11):
 - Ctrl-C (``KeyboardInterrupt``) closes the joblib generator, which kills the loky workers;
   local worker processes also ignore SIGINT (only the driver handles it) and exit by
   themselves within a second when the driver dies (SIGKILL), instead of idling for loky's
-  300-s timeout.
+  300-s timeout. On Dask or Ray, Ctrl-C cancels the points not yet finished and shuts a local
+  cluster down; a point already running on a remote worker is interrupted (Ray) or finishes
+  there and is discarded (Dask).
+- A cluster ``address`` that does not answer within ``connect_timeout_s`` (or, Ray, refuses
+  our token) is a one-line :class:`ClusterError`, before any point is sent; a worker lost while running a point (killed,
+  out of memory) makes that point a failure record, not the end of the sweep.
 
 >>> import tempfile
 >>> out = tempfile.mkdtemp()
@@ -41,8 +50,10 @@ What can go wrong, and what happens (issue 11):
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import importlib.util
 import itertools
 import json
 import math
@@ -51,19 +62,20 @@ import pathlib
 import platform
 import re
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
 import time
 import traceback
 import warnings
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ._validate import check_range
+from ._validate import check_choice, check_range
 
 __all__ = ["run", "resolve", "grid_points", "grid_size", "point_id", "load_records", "load_spec",
-           "table", "without_timing", "Records", "PointFailedWarning", "TIMING_FIELDS",
-           "MAX_POINTS", "TRUSTED_PACKAGE"]
+           "table", "without_timing", "Records", "PointFailedWarning", "ClusterError",
+           "TIMING_FIELDS", "MAX_POINTS", "TRUSTED_PACKAGE", "BACKENDS", "CONNECT_TIMEOUT_S"]
 
 #: Fields of a record that depend on when and where it ran, not on what it computed: dotted
 #: paths, ``[]`` for every item of a list (:func:`without_timing` drops them all).
@@ -75,11 +87,25 @@ MAX_POINTS = 10_000
 #: The package whose functions a sweep file may name without ``allow_functions``.
 TRUSTED_PACKAGE = "imckit"
 
+#: Where points run: joblib's local ``loky`` (processes) and ``threading``, or a Dask / Ray
+#: cluster (the ``imckit[cluster]`` extra).
+BACKENDS = ("loky", "threading", "dask", "ray")
+
+#: Seconds to wait for a cluster ``address`` to answer: a scheduler that is up answers in
+#: milliseconds, so a few seconds only cover a slow network, not a typo'd host.
+CONNECT_TIMEOUT_S = 10.0
+
+_CLUSTER_PACKAGE = {"dask": ("distributed", "dask[distributed]"), "ray": ("ray", "ray")}
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 class PointFailedWarning(RuntimeWarning):
     """Some points of a sweep raised; their failure records say why."""
+
+
+class ClusterError(ConnectionError):
+    """A cluster address that does not answer or refuses us (the message is one line)."""
 
 
 class Records(list):
@@ -324,8 +350,11 @@ def _guard_worker(driver_pid: int) -> None:
 
 
 def _run_point(pid: str, fn_path: str, params: dict, seed: int, fixed: dict,
-               driver_pid: int) -> dict:
-    """Compute one point; an exception becomes a failure (type, message, traceback)."""
+               driver_pid: int, remote: bool = False) -> dict:
+    """Compute one point; an exception becomes a failure (type, message, traceback).
+
+    ``remote`` (Dask, Ray): the record's ``versions`` are the worker's, which computed it.
+    """
     _guard_worker(driver_pid)
     t0 = time.perf_counter()
     out: dict[str, Any] = {"id": pid, "params": params, "seed": seed}
@@ -337,7 +366,167 @@ def _run_point(pid: str, fn_path: str, params: dict, seed: int, fixed: dict,
                         "traceback": traceback.format_exc()}
     out.update(wall_s=round(time.perf_counter() - t0, 4), finished=time.time(),
                host=platform.node())
+    if remote:
+        out["versions"] = _versions()
     return out
+
+
+def _lost(call: tuple, exc: BaseException, engine: str) -> dict:
+    """The failure record of a point the engine lost: its worker died (killed, out of memory)
+    or could not load ``_run_point`` (no imckit there); the point function did not raise."""
+    pid, _, params, seed = call[:4]
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return {"id": pid, "params": params, "seed": seed, "wall_s": None, "finished": time.time(),
+            "host": None,
+            "error": {"type": type(exc).__name__, "message": f"{engine} lost this point: {first}",
+                      "traceback": "".join(traceback.format_exception(exc))}}
+
+
+# --- where points run: joblib locally, Dask or Ray on a cluster --------------------------------
+
+def _check_backend(backend: str | None, address: str | None) -> None:
+    """One-line ``ValueError`` for a backend or address that cannot work, before any compute."""
+    if backend is not None:
+        check_choice("backend", backend, BACKENDS)
+    if address is not None:
+        if backend not in _CLUSTER_PACKAGE:
+            raise ValueError(f"address={address!r} is not allowed with backend={backend!r}: an "
+                             "address names a Dask or Ray cluster (backend='dask' or 'ray')")
+        if not isinstance(address, str) or not address.strip() or any(c.isspace() for c in
+                                                                         address):
+            raise ValueError(f"address={address!r} is not allowed: give the scheduler's address, "
+                             "e.g. tcp://HOST:8786 (Dask) or HOST:6379 (Ray)")
+    if backend in _CLUSTER_PACKAGE:
+        module, pip_name = _CLUSTER_PACKAGE[backend]
+        if importlib.util.find_spec(module) is None:         # found, not imported (Ray: ~2 s)
+            raise ValueError(f"backend={backend!r} needs {pip_name}, which is not installed: "
+                             "pip install 'imckit[cluster]'")
+
+
+def _host_port(address: str, default_port: int) -> tuple[str, int]:
+    """``scheme://host:port`` or ``host:port`` -> (host, port)."""
+    rest = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if not sep:
+        return rest.strip("[]"), default_port
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise ValueError(f"address={address!r} is not allowed: the port {port!r} is not a "
+                         "number") from None
+
+
+def _joblib_results(calls: list[tuple], backend: str | None, n_jobs: int) -> Iterator[dict]:
+    import joblib
+
+    # backend=None keeps whatever `joblib.parallel_config` the caller set.
+    kw = {} if backend is None else {"backend": backend}
+    results = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered", **kw)(
+        joblib.delayed(_run_point)(*c) for c in calls)
+    try:
+        yield from results
+    finally:
+        results.close()              # on Ctrl-C / an error: joblib aborts and kills its workers
+
+
+def _dask_results(calls: list[tuple], address: str | None, n_jobs: int,
+                  timeout_s: float) -> Iterator[dict]:
+    """Points as Dask futures: on ``address``, else on a local cluster of ``n_jobs`` processes."""
+    import logging
+
+    import distributed
+
+    with contextlib.ExitStack() as stack:
+        if address is not None:
+            try:                                 # a bad scheme: before a Client half-starts
+                distributed.comm.registry.get_backend(
+                    distributed.comm.parse_address(address, strict=False)[0])
+                client = distributed.Client(address, timeout=timeout_s, set_as_default=False)
+            except OSError as exc:
+                raise ClusterError(f"cannot reach the Dask scheduler at {address!r} within "
+                                   f"{timeout_s:g} s ({str(exc).splitlines()[0]}): is "
+                                   "`dask scheduler` running there?") from None
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"address={address!r} is not a Dask scheduler address: "
+                                 f"{str(exc).splitlines()[0]}") from None
+            stack.enter_context(client)          # disconnects; the cluster keeps running
+        else:
+            try:
+                client = distributed.Client.current()   # the caller's own: used, left open
+            except ValueError:
+                cluster = stack.enter_context(distributed.LocalCluster(
+                    n_workers=n_jobs, threads_per_worker=1, processes=True,
+                    host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR))
+                client = stack.enter_context(distributed.Client(cluster, set_as_default=False))
+        futures = {client.submit(_run_point, *c, pure=False): c for c in calls}
+        try:
+            for fut in distributed.as_completed(futures, loop=client.loop):
+                try:
+                    rec = fut.result()
+                except Exception as exc:         # e.g. KilledWorker: not the point's error
+                    rec = _lost(futures[fut], exc, "dask")
+                yield rec
+        finally:
+            client.cancel([f for f in futures if not f.done()])
+
+
+def _ray_results(calls: list[tuple], address: str | None, n_jobs: int,
+                 timeout_s: float) -> Iterator[dict]:
+    """Points as Ray tasks: on ``address``, else on a local Ray started for ``n_jobs`` CPUs."""
+    import ray
+
+    started = False
+    if not ray.is_initialized():                 # else: the caller's session, used, left open
+        kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        if address is None:                      # "local": a new one, even if `ray start` ran
+            ray.init(address="local", num_cpus=n_jobs, object_store_memory=128 * 2 ** 20,
+                     **kw)                       # records are small: a small object store
+        else:
+            if address != "auto":                # Ray retries an absent head for minutes
+                host, port = _host_port(address, 6379)
+                try:
+                    socket.create_connection((host, port), timeout=timeout_s).close()
+                except OSError as exc:
+                    raise ClusterError(f"cannot reach the Ray head at {address!r} within "
+                                       f"{timeout_s:g} s ({exc.strerror or exc}): is `ray "
+                                       "start --head` running there?") from None
+            try:
+                ray.init(address=address, **kw)
+            except (ConnectionError, RuntimeError) as exc:
+                text = f"{exc} {exc.__cause__}"
+                why = ("its token was refused: set RAY_AUTH_MODE=token and the cluster's token "
+                       "(~/.ray/auth_token or RAY_AUTH_TOKEN) here too"
+                       if "InvalidAuthToken" in text else str(exc).splitlines()[0])
+                raise ClusterError(f"cannot connect to the Ray head at {address!r}: "
+                                   f"{why}") from None
+        started = True
+    pending: list = []
+    try:
+        task = ray.remote(num_cpus=1)(_run_point)
+        refs = {task.remote(*c): c for c in calls}
+        pending = list(refs)
+        while pending:
+            (ref,), pending = ray.wait(pending, num_returns=1)
+            try:
+                rec = ray.get(ref)
+            except ray.exceptions.RayError as exc:   # e.g. WorkerCrashedError
+                rec = _lost(refs[ref], exc, "ray")
+            yield rec
+    finally:
+        for ref in pending:                      # a running point gets a KeyboardInterrupt
+            ray.cancel(ref)
+        if started:
+            ray.shutdown()                       # a local Ray stops; a remote one is left
+
+
+def _results(calls: list[tuple], backend: str | None, address: str | None, n_jobs: int,
+             timeout_s: float) -> Iterator[dict]:
+    """The finished points of ``calls`` (``_run_point`` arguments), in any order."""
+    if backend == "dask":
+        return _dask_results(calls, address, n_jobs, timeout_s)
+    if backend == "ray":
+        return _ray_results(calls, address, n_jobs, timeout_s)
+    return _joblib_results(calls, backend, n_jobs)
 
 
 def _write_atomic(path: pathlib.Path, text: str) -> None:
@@ -400,8 +589,10 @@ def _check_jsonable(name: str, obj: Any) -> Any:
 
 def run(fn: str | Callable, grid: dict[str, Sequence], *, seeds: Iterable[int] = (0,),
         out_dir: str | os.PathLike, fixed: dict | None = None, n_jobs: int = 1,
-        backend: str | None = None, progress: bool = True, return_new_only: bool = False,
-        allow_functions: Sequence[str] = (), max_points: int | None = MAX_POINTS) -> Records:
+        backend: str | None = None, address: str | None = None,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S, progress: bool = True,
+        return_new_only: bool = False, allow_functions: Sequence[str] = (),
+        max_points: int | None = MAX_POINTS) -> Records:
     """Run ``fn(**fixed, **params, seed=seed)`` for every grid point and seed.
 
     Args:
@@ -412,13 +603,22 @@ def run(fn: str | Callable, grid: dict[str, Sequence], *, seeds: Iterable[int] =
         seeds: integer seeds, one run per point per seed.
         out_dir: folder of records, one ``<id>.json`` per point; existing ones are skipped.
         fixed: keyword arguments passed to every call (recorded too; must be JSON-able).
-        n_jobs: parallel workers (joblib); ``1`` runs in this process.
-        backend: a joblib backend name. Locally ``None``/``"loky"`` (processes) or
-            ``"threading"``. On a cluster, register the backend and pass its name: Ray:
-            ``from ray.util.joblib import register_ray; register_ray()`` then
-            ``backend="ray"``; Dask: ``from dask.distributed import Client;
-            client = Client("scheduler:8786")`` then ``backend="dask"``. Workers only compute;
-            the driver writes the records, so no shared file system is needed.
+        n_jobs: parallel workers: joblib's, or the size of a local Dask/Ray cluster; ``1``
+            with a joblib backend runs in this process. Ignored with ``address`` (the
+            cluster's workers set the parallelism).
+        backend: one of :data:`BACKENDS`. ``None``: joblib's default (``loky``) or whatever
+            ``joblib.parallel_config`` the caller set. ``"dask"``/``"ray"`` need
+            ``pip install 'imckit[cluster]'``; without ``address`` they use the Dask client or
+            Ray session already open in this process, else start a local cluster of
+            ``n_jobs`` worker processes and shut it down after the sweep (also on an error or
+            Ctrl-C). Workers only compute; the driver writes the records, so no shared file
+            system is needed, but every worker needs imckit (same version) and any files the
+            point function reads (e.g. ``fixed``'s ``data_dir``, relative to its working
+            folder).
+        address: an existing cluster, left running: Dask ``"tcp://HOST:8786"`` (the
+            scheduler), Ray ``"HOST:6379"`` (the head; ``"auto"``: the one this machine
+            belongs to). Connecting to it runs the point function there (SECURITY.md).
+        connect_timeout_s: seconds to wait for ``address`` to answer.
         progress: a tqdm bar over points.
         return_new_only: return only the records computed by this call.
         allow_functions: modules (or ``module:function``) whose code you trust to run as a
@@ -432,15 +632,18 @@ def run(fn: str | Callable, grid: dict[str, Sequence], *, seeds: Iterable[int] =
 
     Raises:
         ValueError: a bad argument, a function that is not allowed, a grid above
-            ``max_points``; nothing has run then.
+            ``max_points``, a backend whose package is missing; nothing has run then.
+        ClusterError: ``address`` did not answer within ``connect_timeout_s``; nothing has
+            run then (a ``ConnectionError``).
         KeyboardInterrupt: after closing the workers; finished points are saved.
     """
-    import joblib
     from tqdm.auto import tqdm
 
     _, fn_path = resolve(fn, allow_functions)
     fixed = dict(fixed or {})
     check_range("n_jobs", n_jobs, 1, None, integer=True)
+    check_range("connect_timeout_s", connect_timeout_s, 0, None, lo_open=True)
+    _check_backend(backend, address)
     if max_points is not None:
         check_range("max_points", max_points, 1, None, integer=True)
     todo_all = grid_points(grid, seeds, max_points=max_points)
@@ -461,14 +664,13 @@ def run(fn: str | Callable, grid: dict[str, Sequence], *, seeds: Iterable[int] =
     new, failed = [], []
     bar = tqdm(total=len(todo_all), initial=len(todo_all) - len(todo), disable=not progress,
                desc=f"sweep {fn_path}", unit="point")
-    me = os.getpid()
-    jobs = (joblib.delayed(_run_point)(i, fn_path, p, s, fixed, me) for i, p, s in todo)
+    remote = backend in _CLUSTER_PACKAGE       # their workers clean up after themselves
+    me = -1 if remote else os.getpid()
+    calls = [(i, fn_path, p, s, fixed, me, remote) for i, p, s in todo]
     results = None
     try:
         if todo:
-            # backend=None keeps whatever `joblib.parallel_config` the caller set (Ray, Dask).
-            kw = {} if backend is None else {"backend": backend}
-            results = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered", **kw)(jobs)
+            results = _results(calls, backend, address, n_jobs, connect_timeout_s)
             for rec in results:
                 rec = {"id": rec.pop("id"), **common, **rec, "params": _jsonable(rec["params"])}
                 _save(out, rec)
@@ -476,7 +678,7 @@ def run(fn: str | Callable, grid: dict[str, Sequence], *, seeds: Iterable[int] =
                 bar.update(1)
     finally:
         if results is not None:
-            results.close()      # on Ctrl-C / an error: joblib aborts and kills its workers
+            results.close()      # on Ctrl-C / an error: stops the workers or the local cluster
         bar.close()
     if failed:
         first = failed[0]["error"]

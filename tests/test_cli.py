@@ -334,3 +334,59 @@ def test_sweep_needs_yes_above_the_size_limit(capsys, tmp_path, monkeypatch):
     assert "10000000000 points" in err and "--yes" in err
     spec = _spec(tmp_path, "function: imckit.sweep:example_point\ngrid: {x: [1, 2]}\n")
     assert cli.main(["sweep", str(spec), "--no-progress", "--yes"]) == 0
+
+
+# --- issue 12: --backend and --address ---------------------------------------------------------
+
+def _free_port():
+    import socket
+    with socket.socket() as s:                   # nothing listens there once it is closed
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("backend, address", [("dask", "tcp://127.0.0.1:{port}"),
+                                              ("ray", "127.0.0.1:{port}")], ids=["dask", "ray"])
+def test_sweep_unreachable_address_is_one_line_within_the_timeout(capsys, tmp_path, backend,
+                                                                  address):
+    import time
+    pytest.importorskip({"dask": "distributed", "ray": "ray"}[backend])
+    spec = _spec(tmp_path, "function: imckit.sweep:example_point\ngrid: {x: [1, 2]}\nout: recs\n")
+    address = address.format(port=_free_port())
+    t0 = time.perf_counter()
+    with pytest.raises(SystemExit) as e:
+        cli.main(["sweep", str(spec), "--no-progress", "--backend", backend, "--address", address,
+                  "--connect-timeout", "1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1, err
+    assert f"cannot reach the {'Dask scheduler' if backend == 'dask' else 'Ray head'} at " \
+           f"'{address}' within 1 s" in err
+    assert time.perf_counter() - t0 < 30 and not list((tmp_path / "recs").glob("*.json"))
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--backend", "spark"], "argument --backend: invalid choice: 'spark'"),
+    (["--address", "tcp://h:8786"], "is not allowed with backend='loky'"),
+    (["--backend", "dask", "--connect-timeout", "0"], "argument --connect-timeout: 0 is out of "
+                                                      "range"),
+])
+def test_sweep_bad_backend_is_one_line(capsys, tmp_path, argv, needle):
+    spec = _spec(tmp_path, "function: imckit.sweep:example_point\ngrid: {x: [1, 2]}\nout: recs\n")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["sweep", str(spec), "--no-progress", *argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and needle in err, err
+    assert not (tmp_path / "recs").exists()
+
+
+def test_sweep_on_a_local_dask_cluster_writes_the_serial_records(capsys, tmp_path):
+    pytest.importorskip("distributed")
+    from imckit import sweep
+    spec = _spec(tmp_path, "function: imckit.sweep:example_point\ngrid: {x: [1, 2, 3]}\n"
+                           "seeds: [0, 1]\n")
+    assert cli.main(["sweep", str(spec), "--no-progress", "--out", str(tmp_path / "a")]) == 0
+    assert cli.main(["sweep", str(spec), "--no-progress", "--out", str(tmp_path / "b"),
+                     "--backend", "dask", "--n-jobs", "1"]) == 0
+    assert "6 records in" in capsys.readouterr().out
+    a, b = ([sweep.without_timing(r) for r in sweep.load_records(tmp_path / n)] for n in "ab")
+    assert a == b and len(a) == 6

@@ -4,6 +4,7 @@ strict JSON, Ctrl-C and killed drivers)."""
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -259,15 +260,15 @@ def _alive(pid):
     return state != "Z"                                   # a zombie has already exited
 
 
-def _start_slow_sweep(tmp_path):
+def _start_slow_sweep(tmp_path, *extra):
     spec = tmp_path / "s.yaml"
     spec.write_text(f"function: sweep_points:slow\ngrid: {{x: [1, 2, 3, 4]}}\n"
                     f"fixed: {{log_dir: {tmp_path}}}\nout: recs\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     p = subprocess.Popen([sys.executable, "-m", "imckit", "sweep", str(spec), "--n-jobs", "2",
-                          "--no-progress", "--allow-function", "sweep_points"], cwd=tmp_path,
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+                          "--no-progress", "--allow-function", "sweep_points", *extra],
+                         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
     deadline = time.monotonic() + 90
     while len(list(tmp_path.glob("worker-*"))) < 2:
         if time.monotonic() > deadline or p.poll() is not None:
@@ -304,3 +305,130 @@ def test_killed_driver_leaves_no_orphan_workers(tmp_path):
     p.kill()                                              # SIGKILL: no cleanup code runs
     p.wait(timeout=30)
     assert _wait_gone(workers, 10) == []                  # loky alone: they idle for minutes
+
+
+# --- issue 12: the same sweep on a Dask or Ray cluster gives the serial records ----------------
+
+EXAMPLE = "imckit.sweep:example_point"
+GRID = {"x": [1, 2, 3, 4, 5]}                             # 5 points x 2 seeds
+
+
+def _children():
+    """Live child processes, less multiprocessing's resource tracker (it lives as long as we do)."""
+    import psutil
+    pids = set()
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(
+                    p.cmdline()):
+                pids.add(p.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return pids
+
+
+def _no_new_children(before, seconds=10):
+    deadline = time.monotonic() + seconds
+    while (_children() - before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return sorted(_children() - before)
+
+
+def test_dask_local_cluster_gives_the_serial_records_and_is_shut_down(tmp_path):
+    pytest.importorskip("distributed")
+    serial = sweep.run(EXAMPLE, GRID, seeds=[0, 1], out_dir=tmp_path / "serial", progress=False)
+    before = _children()
+    recs = sweep.run(EXAMPLE, GRID, seeds=[0, 1], out_dir=tmp_path / "dask", progress=False,
+                     backend="dask", n_jobs=2)             # starts LocalCluster(2 processes)
+    assert len(serial) == 10 and strip(recs) == strip(serial)
+    assert strip(sweep.load_records(tmp_path / "dask")) == strip(serial)
+    assert all(r["host"] and r["wall_s"] is not None for r in recs)
+    assert _no_new_children(before) == [], "the local cluster's processes outlived the sweep"
+    again = sweep.run(EXAMPLE, GRID, seeds=[0, 1], out_dir=tmp_path / "dask", progress=False,
+                      backend="dask", n_jobs=2, return_new_only=True)
+    assert again == [] and again.failed == []             # resumed: nothing left, no cluster
+
+
+def test_dask_address_uses_an_existing_cluster_leaves_it_running_and_survives_a_lost_worker(
+        tmp_path):
+    distributed = pytest.importorskip("distributed")
+    import threading
+
+    import dask
+    serial = sweep.run(EXAMPLE, GRID, seeds=[0, 1], out_dir=tmp_path / "serial", progress=False)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                     host="127.0.0.1", dashboard_address=None) as cluster:
+        addr = cluster.scheduler_address
+        recs = sweep.run(EXAMPLE, GRID, seeds=[0, 1], out_dir=tmp_path / "dask", progress=False,
+                         backend="dask", address=addr)
+        assert strip(recs) == strip(serial)
+        with distributed.Client(addr, timeout=10, set_as_default=False) as client:
+            assert len(client.scheduler_info()["workers"]) == 2    # still there, still 2
+
+        def kill_the_worker():                   # as an out-of-memory kill would
+            pid_file = tmp_path / "worker-1"
+            deadline = time.monotonic() + 60
+            while not pid_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.2)
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_the_worker, daemon=True)
+        killer.start()
+        with pytest.warns(sweep.PointFailedWarning, match="1 of 1 sweep points failed \\(first: "
+                                                          "KilledWorker: dask lost this point"):
+            lost = sweep.run("sweep_points:slow", {"x": [1]}, out_dir=tmp_path / "lost",
+                             fixed={"log_dir": str(tmp_path)}, progress=False,
+                             allow_functions=ALLOW, backend="dask", address=addr)
+        killer.join(5)
+    (f,) = lost.failed
+    assert f["error"]["type"] == "KilledWorker" and f["params"] == {"x": 1}
+    assert (tmp_path / "lost" / f"{f['id']}.failed.json").exists()
+
+
+@pytest.mark.slow
+def test_ray_local_cluster_gives_the_serial_records_and_is_shut_down(tmp_path):
+    ray = pytest.importorskip("ray")
+    serial = sweep.run(EXAMPLE, GRID, seeds=[0, 1], out_dir=tmp_path / "serial", progress=False)
+    before = _children()
+    recs = sweep.run(EXAMPLE, GRID, seeds=[0, 1], out_dir=tmp_path / "ray", progress=False,
+                     backend="ray", n_jobs=2)              # ray.init(num_cpus=2), then shutdown
+    assert strip(recs) == strip(serial)
+    assert not ray.is_initialized()
+    assert _no_new_children(before, 20) == [], "the local Ray's processes outlived the sweep"
+
+
+@pytest.mark.slow
+def test_ctrl_c_shuts_the_local_dask_cluster_down(tmp_path):
+    pytest.importorskip("distributed")
+    p, workers = _start_slow_sweep(tmp_path, "--backend", "dask")
+    os.killpg(p.pid, signal.SIGINT)                       # driver, nannies and workers alike
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert err.count("\n") == 1 and err.startswith("imckit sweep: interrupted"), err
+    assert _wait_gone(workers, 10) == []
+
+
+@pytest.mark.parametrize("kw, needle", [
+    ({"backend": "spark"}, "backend='spark' is not allowed: choose one of 'loky', 'threading', "
+                           "'dask', 'ray'"),
+    ({"backend": "loky", "address": "tcp://h:8786"}, "is not allowed with backend='loky'"),
+    ({"backend": "dask", "address": " "}, "address=' ' is not allowed"),
+    ({"backend": "dask", "connect_timeout_s": 0}, "connect_timeout_s=0 is out of range"),
+])
+def test_bad_backend_or_address_is_one_line_before_anything_runs(tmp_path, kw, needle):
+    with pytest.raises(ValueError) as e:
+        sweep.run(EXAMPLE, GRID, out_dir=tmp_path / "o", progress=False, **kw)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "o").exists()
+
+
+def test_cluster_backend_without_its_package_names_the_extra(tmp_path, monkeypatch):
+    for module in ("distributed", "ray"):
+        monkeypatch.setitem(sys.modules, module, None)    # as if not installed
+    for backend, pip_name in (("dask", "dask[distributed]"), ("ray", "ray")):
+        with pytest.raises(ValueError, match=rf"backend='{backend}' needs {re.escape(pip_name)}, "
+                                             r"which is not installed: pip install "
+                                             r"'imckit\[cluster\]'"):
+            sweep.run(EXAMPLE, GRID, out_dir=tmp_path / "o", progress=False, backend=backend)
