@@ -161,3 +161,18 @@ def test_short_last_batch_is_priced_as_what_ran():
     rec = inn.collect_work(model)
     assert rec["layers"][1]["samples"] == 11
     assert rec["layers"][1]["mvms"]["forward"]["outputs"] == 11 * 10
+
+
+def test_first_layer_input_gradient_counts_when_it_ran():
+    """An input that requires grad makes the first layer's backward MVM run: the record says
+    so and the analytic count with that occupancy follows it."""
+    net, shape = _net("mlp")
+    model = inn.convert(net)
+    x = torch.rand(B, *shape, requires_grad=True)
+    F.cross_entropy(model(x), torch.randint(0, 10, (B,))).backward()
+    inn.after_step(model)
+    rec = inn.collect_work(model)
+    assert rec["layers"][0]["input_grad"] and rec["layers"][0]["mvms"]["backward"]["macs"] > 0
+    got = E.energy_from_work(rec)
+    want = E.training_step_energy(model, B, input_shape=shape, occupancy=rec)
+    assert "backward" in want.work["0"] and want.total_j == pytest.approx(got.total_j, rel=0.01)

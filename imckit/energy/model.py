@@ -231,7 +231,7 @@ def _occupancy(record, n_layers: int) -> list[dict]:
                          "record of this model's training")
     out = []
     for lay in lays:
-        occ = {}
+        occ = {"input_grad": lay.get("input_grad")}
         for m, d in lay.get("mvms", {}).items():
             dc, dd = d.get("dense_cycles", 0), d.get("dense_drives", 0)
             occ[m] = (d.get("cycles", 0) / dc if dc else 1.0,
@@ -305,6 +305,8 @@ def training_step_energy(layers, batch: int = 64, preset="paper-16nm",
     occ = _occupancy(occupancy, len(shapes)) if occupancy is not None else None
     counts, where, bits = {}, {}, {}
     for i, (shape, name) in enumerate(zip(shapes, names)):
+        if occ and occ[i]["input_grad"] is not None:     # the record knows what ran
+            shape = dataclasses.replace(shape, input_grad=bool(occ[i]["input_grad"]))
         if imc_mods:
             mod = imc_mods[i]
             rules, ic = CountRules.from_layer(mod.cfg), mod.cfg.imc_config()

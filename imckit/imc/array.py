@@ -8,6 +8,7 @@ import time
 
 import torch
 
+from .._device import no_tf32
 from .._validate import check_choice, check_range
 from ..work import Work
 from .config import ADC_RANGE_MIN, IMCConfig
@@ -133,7 +134,11 @@ def _column_values(planes, W, caps, rows, gain=1.0, group=1):
             Wt = (Wt * cap[t * rows:t * rows + (e - s)]).mul_((gain * rows) / den[t])
         elif gain != 1.0:
             Wt = Wt * gain
-        out.append((d @ Wt, idx))                                  # one matmul per row tile
+        if d.is_cuda:                          # no TF32: it would round the mismatch-folded
+            with no_tf32():                   # weights by ~5e-4 (mismatch is ~2e-3)
+                out.append((d @ Wt, idx))
+        else:
+            out.append((d @ Wt, idx))          # one matmul per row tile
     return out
 
 

@@ -25,6 +25,7 @@ import math
 import torch
 
 from .. import formats
+from .._device import exact_kernels
 from ..work import Work
 
 MVM_INDEX = {"forward": 0, "backward": 1, "weight_grad": 2}
@@ -99,6 +100,11 @@ def exact_bilinear(op, a: torch.Tensor, b: torch.Tensor, a_max: float, b_max: fl
     >>> exact_bilinear(torch.matmul, a, b, 4097, 4097, 2).item(), (a @ b).item()   # odd > 2^24
     (16785411.0, 16785410.0)
     """
+    with exact_kernels():
+        return _exact_bilinear(op, a, b, a_max, b_max, k)
+
+
+def _exact_bilinear(op, a, b, a_max, b_max, k):
     if k * a_max * b_max < F32_EXACT:
         return op(a.float(), b.float()).double()
     room = (F32_EXACT - 1) / max(k * b_max, 1)
