@@ -133,9 +133,13 @@ def test_amdahl_identity_equal_mvms(baseline, adc_bits):
     # SPEC §2.1's formula assumes an MVM kept off IMC costs what it costs on the baseline: the
     # fallback now computes (and is priced) at fallback_placement (default fp32, issue 10), so
     # it is set to the baseline's own precision (bf16 replaces fp16, which is no placement).
+    # Row drives: a radix-4 input sits in one plane, so it drives its row once, where an INT4
+    # input drives it in up to 4 planes (issue 10 review): the drive energy is zeroed here so
+    # that the three MVMs stay identical.
     layer = [E.LayerShape(1152, 1152)]
     kw = dict(batch=1152, grad_planes=4, sign_mode="one-cycle", baseline=baseline,
-              adc_bits=adc_bits, fallback_placement=E.BASELINES[baseline].precision)
+              adc_bits=adc_bits, fallback_placement=E.BASELINES[baseline].precision,
+              imc=E.IMCEnergy(e_drive_pj=0.0))
     rep = E.training_step_energy(layer, adaptability="full", **kw)
     assert set(rep.breakdown["L0"]) == set(MVMS)
     per = [sum(c.values()) for c in rep.breakdown["L0"].values()]

@@ -99,13 +99,21 @@ def _mvm_modules(model):
 def layers_from_model(model, input_shape) -> list[LayerShape]:
     """Conv2d and Linear layers (plain or IMC) of a torch model, found with forward hooks on a
     zero input: shapes, input and output positions, and whether the layer's input gradient is
-    needed (its input requires grad: False for the first layer)."""
+    needed (its input requires grad: False for the first layer). A module called twice (tied
+    weights) appears twice: it runs its MVMs twice."""
+    return [shape for shape, _ in _hooked(model, input_shape)]
+
+
+def _hooked(model, input_shape) -> list[tuple[LayerShape, object]]:
+    """``(shape, module)`` of every Conv2d / Linear call of one forward pass, in call order."""
     import torch
 
     found: list[LayerShape] = []
+    calls: list = []
     names = _mvm_modules(model)
 
     def hook(mod, inp, out):
+        calls.append(mod)
         x = inp[0]
         need = bool(x.requires_grad)
         signed = bool(getattr(mod, "signed_seen", False))
@@ -139,7 +147,7 @@ def layers_from_model(model, input_shape) -> list[LayerShape]:
         model.train(was_training)
     if not found:
         raise ValueError("model has no Conv2d or Linear layer to count")
-    return found
+    return list(zip(found, calls))
 
 
 def step_work(layers, batch: int, rules: CountRules | None = None, rows: int = 1152,

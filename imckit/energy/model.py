@@ -17,7 +17,7 @@ from ..mapping import (ADAPTABILITY, DIGITAL_PLACEMENTS, MVMS, PLACEMENTS, PRECI
                        placements)
 from ..mapping.arrays import CountRules, LayerShape, layer_maps
 from ..work import Work, check_schema
-from .counts import _mvm_modules, as_layers
+from .counts import _hooked, _mvm_modules, as_layers
 from .params import BASELINES, DigitalBaseline, IMCEnergy
 
 PJ = 1e-12
@@ -222,21 +222,26 @@ def _unique(names):
     return out
 
 
-def _occupancy(record, n_layers: int) -> list[dict]:
-    """Per layer ``{mvm: (cycle fraction, drive fraction)}`` of a collect_work record."""
+def _occupancy(record, n_layers: int | None) -> dict[str, dict]:
+    """``{layer name: {mvm: (cycle fraction, drive fraction), "input_grad": ...}}`` of a
+    collect_work record (in record order; ``n_layers``: the count it must have, if given)."""
     check_schema(record, "occupancy")
     lays = record.get("layers") or []
-    if len(lays) != n_layers:
+    if n_layers is not None and len(lays) != n_layers:
         raise ValueError(f"occupancy has {len(lays)} layers, the model {n_layers}: give the "
                          "record of this model's training")
-    out = []
-    for lay in lays:
+    out = {}
+    for i, lay in enumerate(lays):
         occ = {"input_grad": lay.get("input_grad")}
         for m, d in lay.get("mvms", {}).items():
             dc, dd = d.get("dense_cycles", 0), d.get("dense_drives", 0)
             occ[m] = (d.get("cycles", 0) / dc if dc else 1.0,
                       d.get("row_drives", 0) / dd if dd else 1.0)
-        out.append(occ)
+            if max(occ[m]) > 1 + 1e-9:            # more than every plane: not this mapping
+                raise ValueError(f"occupancy of {lay.get('name')!r} {m} is {max(occ[m]):.3f}, "
+                                 "above 1: the record ran more cycles or drives than the mapping "
+                                 "allows (a record of another imckit?)")
+        out[lay.get("name") or f"L{i}"] = occ
     return out
 
 
@@ -300,10 +305,27 @@ def training_step_energy(layers, batch: int = 64, preset="paper-16nm",
         adaptability = modes.pop() if len(modes) == 1 else "mixed"
     adaptability = adaptability or "full"
     p = _resolve(preset, options)
-    shapes = as_layers(layers, input_shape)
+    if imc_mods:                                  # per call: a tied module runs twice
+        if input_shape is None:
+            raise ValueError("input_shape=None is not allowed with a torch model: give the "
+                             "shape of one sample, e.g. (3, 32, 32)")
+        shapes, imc_mods = map(list, zip(*_hooked(layers, input_shape)))
+    else:
+        shapes = as_layers(layers, input_shape)
     names = _unique([l.name for l in shapes])
-    occ = _occupancy(occupancy, len(shapes)) if occupancy is not None else None
+    occ = None
+    if occupancy is not None:
+        if imc_mods:                              # the record has one entry per module
+            by_name = _occupancy(occupancy, None)
+            missing = [m.layer_name for m in imc_mods if m.layer_name not in by_name]
+            if missing:
+                raise ValueError(f"occupancy has no layer {missing[0]!r}: give the record of "
+                                 "this model's training")
+            occ = [by_name[m.layer_name] for m in imc_mods]
+        else:
+            occ = list(_occupancy(occupancy, len(shapes)).values())
     counts, where, bits = {}, {}, {}
+    seen: set = set()
     for i, (shape, name) in enumerate(zip(shapes, names)):
         if occ and occ[i]["input_grad"] is not None:     # the record knows what ran
             shape = dataclasses.replace(shape, input_grad=bool(occ[i]["input_grad"]))
@@ -323,10 +345,15 @@ def training_step_energy(layers, batch: int = 64, preset="paper-16nm",
                 continue
             if pl[m] == "imc":
                 o = occ[i].get(m, (1.0, 1.0)) if occ else (1.0, 1.0)
-                counts[name][m] = mp.work(rules, rows, cols, o)
+                w = mp.work(rules, rows, cols, o)
+                if m != "weight_grad" and imc_mods and imc_mods[i] in seen:
+                    w = dataclasses.replace(w, write_bits=0)   # weights written once per step
+                counts[name][m] = w
             else:
                 counts[name][m] = Work(macs=mp.macs, outputs=mp.outputs)
             where[name][m] = pl[m]
+        if imc_mods:
+            seen.add(imc_mods[i])
     mapped, base = _price(counts, where, p, bits)
     return EnergyReport(p, adaptability, where, mapped, base, counts)
 
@@ -390,8 +417,8 @@ def energy_from_work(work, preset="paper-16nm", baseline=None, **options) -> Ene
     counts, where, bits = {}, {}, {}
     for i, (lay, name) in enumerate(zip(rec["layers"], names)):
         counts[name], where[name] = {}, {}
-        b = lay.get("adc_bits", p.rules.adc_bits)
-        bits[name] = p.rules.adc_bits if b is None else b
+        # no ADC (adc_bits None, an analysis mode) is priced as 16 bits, as CountRules.from_layer
+        bits[name] = lay.get("adc_bits", p.rules.adc_bits) or 16
         for m, rec_m in lay.get("mvms", {}).items():
             check_choice(f"layers[{i}].mvms", m, MVMS)
             pl = rec_m.get("placement", "imc")

@@ -19,7 +19,7 @@ weight_grad     ``Xq``: B*P x n               m           1         radix-4     
   channel axes swapped, and each *input* position gets one vector. This is the mapping a
   designer would pick: the reduction (``C_out*k*k``) fills the rows as well as the forward's
   does, and only ``C_in`` columns are converted per cycle; the im2col-space alternative reduces
-  over ``C_out`` rows only and converts ``C_in*k*k`` columns (up to ``k*k`` times more
+  over ``C_out`` rows only and converts ``C_in*k*k`` columns (``k*k / s^2`` times more
   conversions) before a digital col2im [I]. With stride ``s > 1`` the inserted zeros drive no
   row (they cost no row drive), but every input position still gets its vector.
 * **Row tiles** hold whole channels: a reduction is split into tiles of
@@ -258,11 +258,14 @@ class MVMMap:
     def dense(self, rules: CountRules, rows: int, columns: int) -> dict[str, int]:
         """Cycles and row drives when every input plane is non-empty (the occupancy's 100 %):
         ``cycles`` counts (row tile, column tile, vector, plane) cycles; ``row_drives`` the
-        input digits fetched for them (every row, every cycle; broadcast to the column tiles)."""
+        non-zero input digits fetched for them (broadcast to the column tiles): every digit of
+        an unsigned input, the ``x_bits - 1`` magnitude bits of a signed one (its sign picks one
+        of the two cycles), and ONE digit of a radix-4 input (it sits in exactly one plane)."""
         cpv = cycles_per_vector(self.kind, rules)
         ct = self.col_tiles(columns)
+        digits = {"unsigned": cpv, "signed": rules.x_bits - 1, "radix4": 1}[self.kind]
         return {"cycles": self.v * self.tiles(rows) * cpv * ct,
-                "row_drives": self.v * cpv * self.k}
+                "row_drives": self.v * digits * self.k}
 
     def work(self, rules: CountRules, rows: int, columns: int,
              occupancy: tuple[float, float] = (1.0, 1.0)) -> Work:
