@@ -460,3 +460,13 @@ def test_cuda_matches_cpu_ideal_and_runs_noisy():
     cfg = imc.IMCConfig.jia22_16nm()
     yc = imc.mvm(A.cuda(), X.cuda(), cfg, generator=torch.Generator("cuda").manual_seed(0))
     assert yc.is_cuda and torch.isfinite(yc).all()
+
+
+def test_mvm_refuses_planes_beyond_memory_before_allocating(monkeypatch):
+    """issue 11: no memory guard before huge allocations; now a ValueError naming X.shape."""
+    from imckit.imc import array
+    monkeypatch.setattr(array, "_memory_limit", lambda: 1 << 20)      # 1 MiB
+    A = torch.zeros(1152, 64, dtype=torch.int64)
+    X = torch.zeros(512, 1152, dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"X.shape=\(512, 1152\)"):
+        imc.mvm(A, X, imc.IMCConfig.ideal())
