@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import formats
+from ..imc.planes import trusted_operands
 from ..mapping import CountRules, MVMMap
 from ..work import Work
 from .config import LayerConfig, make_config
@@ -236,9 +237,10 @@ class IMCModule(nn.Module):
         from .. import imc
 
         cfg = self._imc_cfg(name)
-        r = self._adc_range(name, A, X, kw, cfg)
-        y, work = imc.mvm(A, X, cfg, report=True, adc_range=r, generator=self._generator(X),
-                           count_write=False, **kw)
+        with trusted_operands():               # levels from our own quantizers: no re-check
+            r = self._adc_range(name, A, X, kw, cfg)
+            y, work = imc.mvm(A, X, cfg, report=True, adc_range=r,
+                              generator=self._generator(X), count_write=False, **kw)
         if self.training:
             w = work.to_dict()
             # Stationary weights are written once per update (_program_weights), not per call;
