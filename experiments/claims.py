@@ -159,35 +159,38 @@ def _check_shapes(net: str, shapes: list, fixed: dict) -> None:
 
 
 def _savings_table(name: str, layers, batch: int) -> list[dict]:
-    """Savings of one training step over adaptability x baseline x sign mode x ends (the
-    fallback MVMs at fp32, the trainer's default), plus two-level and one-level with every
-    layer mapped and the fallback computing exact INT4 x radix-4 (``digital``) or at the
-    baseline's precision."""
+    """Savings of one training step over adaptability x baseline x input mode x sign mode x
+    ends (the fallback MVMs at fp32, the trainer's default), plus two-level and one-level with
+    every layer mapped and the fallback computing exact INT4 x radix-4 (``digital``) or at the
+    baseline's precision. ``input_mode``: binary input planes (``bit-serial``, the simulator's
+    default) or a 16-level input DAC (``multi-level``, LEE21's DAC; priced like a binary
+    conversion, same 8-bit ADC energy and one row drive per digit: our assumption [I])."""
     rows = []
+
+    def row(mode, b, inp, sign, ends, fb, **kw):
+        rep = energy.training_step_energy(layers, batch=batch, adaptability=mode, baseline=b,
+                                          input_mode=inp, sign_mode=sign,
+                                          fallback_placement=fb, **kw)
+        rows.append({"network": name, "adaptability": mode, "baseline": b, "input_mode": inp,
+                     "sign_mode": sign, "ends": ends, "fallback_placement": fb,
+                     "savings": rep.savings, "total_j": rep.total_j,
+                     "baseline_j": rep.baseline_j})
+
     for mode in MODES:
         for b in ENERGY_BASELINES:
-            for sign in mapping.SIGN_MODES:
-                for ends in ENDS:
-                    kw = {"keep_ends": ends is not None, "ends_placement": ends or "fp32"}
-                    rep = energy.training_step_energy(layers, batch=batch, adaptability=mode,
-                                                      baseline=b, sign_mode=sign, **kw)
-                    rows.append({"network": name, "adaptability": mode, "baseline": b,
-                                 "sign_mode": sign, "ends": ends or "mapped",
-                                 "fallback_placement": "fp32", "savings": rep.savings,
-                                 "total_j": rep.total_j, "baseline_j": rep.baseline_j})
+            for inp in energy.INPUT_MODES:
+                for sign in mapping.SIGN_MODES:
+                    for ends in ENDS:
+                        row(mode, b, inp, sign, ends or "mapped", "fp32",
+                            keep_ends=ends is not None, ends_placement=ends or "fp32")
     for mode in MODES[1:]:
         for b in ENERGY_BASELINES:
             # the fallback MVM(s) as exact INT4 x radix-4, and at the baseline's own precision
             same = _PLACEMENT_OF_PRECISION[energy.BASELINES[b].precision]
             for fb in dict.fromkeys(p for p in ("digital", same) if p != "fp32"):
-                for sign in mapping.SIGN_MODES:
-                    rep = energy.training_step_energy(layers, batch=batch, adaptability=mode,
-                                                      baseline=b, sign_mode=sign,
-                                                      fallback_placement=fb)
-                    rows.append({"network": name, "adaptability": mode, "baseline": b,
-                                 "sign_mode": sign, "ends": "mapped", "fallback_placement": fb,
-                                 "savings": rep.savings, "total_j": rep.total_j,
-                                 "baseline_j": rep.baseline_j})
+                for inp in energy.INPUT_MODES:
+                    for sign in mapping.SIGN_MODES:
+                        row(mode, b, inp, sign, "mapped", fb)
     return rows
 
 
@@ -199,14 +202,17 @@ def _layer_dicts(layers) -> list[dict]:
 
 def cmd_energy(args, argv) -> Path:
     """Experiment 3: savings of the recorded accuracy runs (their own work records) and of
-    one training step of four networks over baseline x sign mode x ends x adaptability, all
-    counted by the one mapping (imckit.mapping.arrays) the simulator executes."""
+    one training step of four networks over baseline x input mode x sign mode x ends x
+    adaptability, all counted by the one mapping (imckit.mapping.arrays) the simulator
+    executes."""
     t0 = time.perf_counter()
     out = {"what": "training energy savings (digital baseline energy / mapped energy), "
                    "preset paper-16nm: the recorded work of the experiment-2 runs, and one "
-                   "training step of four networks over adaptability x baseline x sign mode "
-                   "x ends (default occupancy: every input plane non-empty)",
-           "baselines": list(ENERGY_BASELINES), "sign_modes": list(mapping.SIGN_MODES),
+                   "training step of four networks over adaptability x baseline x input mode x "
+                   "sign mode x ends (default occupancy: every input plane non-empty, an upper "
+                   "bound; multi-level conversions priced like binary ones [I])",
+           "baselines": list(ENERGY_BASELINES), "input_modes": list(energy.INPUT_MODES),
+           "sign_modes": list(mapping.SIGN_MODES),
            "ends": ["mapped" if e is None else e for e in ENDS], "adaptabilities": list(MODES),
            "recorded": {}, "networks": {}, "analytic": []}
     specs_used = []
