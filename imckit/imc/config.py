@@ -67,8 +67,10 @@ class IMCConfig:
     sign_mode: str = "two-cycle"
     """How signed inputs (radix-4 gradients, centred inputs) are applied: ``"two-cycle"``, the
     positive and negative parts in separate cycles through a unipolar ADC, or ``"one-cycle"``, a
-    +-1 (differential, XNOR-style) row drive in one cycle and a bipolar ADC whose codes span
-    ``[-r, r]`` of the swing. "two-cycle" [I]; the +-1 drive after JIA20's XNOR bit cell [I]."""
+    ternary (0 / +1 / -1) row drive in one cycle and a bipolar ADC whose codes span ``[-r, r]``
+    of the swing. Both [I]; the ternary drive (a three-level driver, differential cells, or an
+    XNOR cell plus a digital correction) is our assumption, its cost not priced; LEE21's signed
+    input DAC is the closest published precedent."""
     seed: int = 0
     """Chip seed: fixes the capacitor mismatch pattern (and the default noise generator)."""
 

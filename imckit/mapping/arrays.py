@@ -34,8 +34,10 @@ weight_grad     ``Xq``: B*P x n               m           1         radix-4     
   exponents whose weights ``1, 4, ..`` fit in ``L - 1`` levels share a cycle [I: our reading of
   GRIMM24]). A signed input (a gradient, or a centred first-layer input) is applied either in
   ``two-cycle`` mode, positive and negative parts in separate cycles, or in ``one-cycle``
-  mode, a +-1 (differential, XNOR-style) row drive in the same cycle with a bipolar ADC
-  (:data:`SIGN_MODES`). A plane that is empty for a vector within a row tile is skipped: no
+  mode, a ternary (0 / +1 / -1) row drive in the same cycle with a bipolar ADC (our assumption
+  [I]: it needs a three-level driver, differential cells or an XNOR cell plus a digital
+  correction, none of whose costs is priced; LEE21's signed input DAC is the closest published
+  precedent) (:data:`SIGN_MODES`). A plane that is empty for a vector within a row tile is skipped: no
   cycle, no conversion, no noise (data-dependent: the *occupancy*).
 * **Not needed**: the first layer's input gradient (nothing upstream consumes it).
 """
@@ -74,9 +76,10 @@ class CountRules:
     x_bits: int = _src(4, "bits", "S", "SUN20", "INT4 activations (inputs of MVM 1, stored in 3)")
     grad_planes: int = _src(7, "planes", "I", "SUN20",
                             "non-empty radix-4 exponent planes per gradient vector (max 7)")
-    sign_mode: str = _src("two-cycle", "-", "I", "JIA20",
+    sign_mode: str = _src("two-cycle", "-", "I", "LEE21",
                           "'two-cycle': + and - parts in separate cycles (imckit.imc's default); "
-                          "'one-cycle': a +-1 (XNOR-style) row drive and a bipolar ADC")
+                          "'one-cycle': a ternary (0/+-1) row drive and a bipolar ADC, its "
+                          "driver cost not priced (LEE21's signed DAC is the closest precedent)")
     adc_bits: int = _src(8, "bits", "S2", "JIA22", "SAR ADC resolution per column")
     input_mode: str = _src("bit-serial", "-", "S", "JIA20", "or 'multi-level' [LEE21, GRIMM24]")
     dac_levels: int = _src(16, "levels", "D", "LEE21",
