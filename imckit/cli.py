@@ -355,14 +355,9 @@ def _check_existing(out: Path, config: dict, parser) -> None:
 
 def _write_text(path: Path, text: str) -> None:
     """Write via a temp file and a rename; the temp file is removed if anything fails."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .sweep import _write_atomic
+
+    _write_atomic(path, text)
 
 
 def _clean(obj):

@@ -228,13 +228,13 @@ class TrainingMVMs(torch.autograd.Function):
         if pl["backward"] in QUANTIZED or pl["weight_grad"] in QUANTIZED:
             S = layer._grad_scale(gy)
         if ctx.needs_input_grad[0]:
-            if pl["backward"] == "digital":
+            if pl["backward"] in QUANTIZED:
                 d0 = radix4(gy, S, cfg.backward_phase, cfg.grad_rounding, layer._generator(gy))
+            if pl["backward"] == "digital":
                 di, unit = radix4_ints(d0, S, cfg.backward_phase)
                 gx = layer._exact("backward", layer._as_grad(di), wl, RADIX4_INT_MAX,
                                   _int_max(cfg.w_bits, True)).to(x.dtype) * (unit * ws)
             elif pl["backward"] == "imc":
-                d0 = radix4(gy, S, cfg.backward_phase, cfg.grad_rounding, layer._generator(gy))
                 A, X, unrows = layer._backward_operands(d0, wl)
                 kw = dict(a_bits=cfg.w_bits, a_signed=True, x_kind="radix4", x_scale=S,
                           phase=cfg.backward_phase, row_group=layer.kernel_area)
@@ -245,13 +245,13 @@ class TrainingMVMs(torch.autograd.Function):
             if xmask is not None and fwd_quant:
                 gx = gx * xmask
         if ctx.needs_input_grad[1]:
-            if pl["weight_grad"] == "digital":
+            if pl["weight_grad"] in QUANTIZED:
                 d1 = radix4(gy, S, cfg.weight_grad_phase, cfg.grad_rounding, layer._generator(gy))
+            if pl["weight_grad"] == "digital":
                 di, unit = radix4_ints(d1, S, cfg.weight_grad_phase)
                 gw = layer._exact("weight_grad", layer._as_grad(di), xl, RADIX4_INT_MAX,
                                   _int_max(cfg.a_bits, signed)).to(w.dtype) * (unit * xs)
             elif pl["weight_grad"] == "imc":
-                d1 = radix4(gy, S, cfg.weight_grad_phase, cfg.grad_rounding, layer._generator(gy))
                 kw = dict(a_bits=cfg.a_bits, a_signed=signed, x_kind="radix4", x_scale=S,
                           phase=cfg.weight_grad_phase)
                 gw = layer._mvm("weight_grad", layer._rows(xl), d1.t(), kw) * xs
