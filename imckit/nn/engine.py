@@ -148,14 +148,17 @@ def cast(t: torch.Tensor, precision: str):
 
 
 def digital_product(x: torch.Tensor, a: torch.Tensor, placement: str) -> torch.Tensor:
-    """``x @ a`` on a digital engine: ``digital`` (already-quantized INT/radix-4 operands,
-    exact), or both operands rounded to ``fp32``, ``bf16`` or ``int8`` (exact integer sums)."""
-    if placement == "digital":
-        return exact_product(x, a)
-    prec = "fp32" if placement == "fp32" else placement
-    xv, xs = cast(x, prec)
-    av, as_ = cast(a, prec)
-    if prec == "int8":
+    """``x @ a`` on a float digital engine: both operands rounded to ``fp32``, ``bf16`` or
+    ``int8`` (exact integer sums). The ``digital`` placement (INT4 x radix-4) runs
+    :func:`exact_bilinear` through the layer's own kernels instead.
+
+    >>> x, a = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0], [4.0]])
+    >>> digital_product(x, a, "fp32").item(), round(digital_product(x, a, "int8").item(), 4)
+    (11.0, 11.0157)
+    """
+    xv, xs = cast(x, placement)
+    av, as_ = cast(a, placement)
+    if placement == "int8":
         return (exact_product(xv, av) * (xs * as_)).to(x.dtype)
     return xv @ av
 

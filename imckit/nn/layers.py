@@ -202,7 +202,8 @@ class IMCModule(nn.Module):
         return float(self.adc_range[i])
 
     def _digital(self, name: str, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """``x @ a`` of MVM ``name`` on its digital placement (records MACs and outputs)."""
+        """``x @ a`` of MVM ``name`` on its float placement (``fp32``, ``bf16``, ``int8``;
+        records MACs and outputs)."""
         self._record(name, Work(macs=self._macs, outputs=x.shape[0] * a.shape[1]))
         return digital_product(x, a, self.mvm_placements[name])
 
@@ -231,9 +232,8 @@ class IMCModule(nn.Module):
         return d
 
     def _mvm(self, name: str, A: torch.Tensor, X: torch.Tensor, kw: dict) -> torch.Tensor:
-        """``X @ A`` of a quantized MVM on its placement (``digital`` or ``imc``)."""
-        if self.mvm_placements[name] == "digital":
-            return self._digital(name, X, A)
+        """``X @ A`` of MVM ``name`` on the simulated arrays (its placement is ``imc``; the
+        ``digital`` placement runs :meth:`_exact`)."""
         from .. import imc
 
         cfg = self._imc_cfg(name)
