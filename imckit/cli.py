@@ -33,7 +33,8 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from .mapping import ADAPTABILITY, PLACEMENTS       # the one place naming modes and placements
+from .mapping import (ADAPTABILITY, DIGITAL_PLACEMENTS, PLACEMENTS,  # the one place naming
+                      SIGN_MODES)                                     # modes and placements
 from .sweep import BACKENDS, CONNECT_TIMEOUT_S
 
 __all__ = ["main", "build_parser"]
@@ -112,17 +113,24 @@ def build_parser() -> argparse.ArgumentParser:
     h = t.add_argument_group("simulated hardware")
     h.add_argument("--placement", choices=PLACEMENTS, default="imc",
                    help="where all three MVMs of every layer run: fp32 (no quantization), digital "
-                   "(exact quantized product) or imc (simulated arrays); fp32 trains the plain "
-                   "torch model (no work record)")
+                   "(exact quantized product), bf16 / int8 (operands rounded to that format) or "
+                   "imc (simulated arrays); fp32 trains the plain torch model (no work record)")
     h.add_argument("--adaptability", choices=ADAPTABILITY, default="full",
                    help="quantizer adaptability: which MVMs may stay on IMC (the others fall back "
-                   "to digital); only with --placement imc")
+                   "to --fallback-placement); only with --placement imc")
+    h.add_argument("--fallback-placement", choices=DIGITAL_PLACEMENTS, default="fp32",
+                   help="what an MVM kept off IMC computes, and is priced as (default fp32)")
+    h.add_argument("--sign-mode", choices=SIGN_MODES, default=None,
+                   help="signed inputs in two cycles (+ then -) or one (+-1 drive, bipolar ADC); "
+                   "default: the 16 nm preset's (two-cycle)")
     h.add_argument("--cap-mismatch", type=_number(float, 0.0), default=None, metavar="SIGMA",
                    help="relative std of the unit capacitors (>= 0); default: the 16 nm preset's")
     h.add_argument("--adc-bits", type=_number(int, 1, 16), default=None, metavar="B",
                    help="ADC resolution in bits (1..16); default: the 16 nm preset's")
     h.add_argument("--keep-ends", action="store_true",
                    help="keep the first and last layers at higher precision (as SUN20 did)")
+    h.add_argument("--ends-placement", choices=DIGITAL_PLACEMENTS, default="fp32",
+                   help="what the kept first and last layers compute (with --keep-ends)")
     o = t.add_argument_group("optimization")
     o.add_argument("--epochs", type=_number(int, 1), default=10, help="training epochs (>= 1)")
     o.add_argument("--batch-size", type=_number(int, 1), default=64, help="examples per step (>= 1)")
@@ -218,8 +226,8 @@ def _sweep(args, parser) -> int:
 def _imc_config(args, parser):
     """The 16 nm preset with --cap-mismatch/--adc-bits/--seed applied."""
     from . import imc
-    upd = {k: v for k, v in (("cap_mismatch", args.cap_mismatch), ("adc_bits", args.adc_bits))
-           if v is not None}
+    upd = {k: v for k, v in (("cap_mismatch", args.cap_mismatch), ("adc_bits", args.adc_bits),
+                             ("sign_mode", args.sign_mode)) if v is not None}
     try:
         return dataclasses.replace(imc.IMCConfig.jia22_16nm(), seed=args.seed, **upd)
     except ValueError as e:
@@ -262,7 +270,9 @@ def _build(args, parser, device, imc_cfg):
         from . import nn as inn
         try:                                    # seed: the layers' noise / rounding generators
             model = inn.convert(model, placement=args.placement, adaptability=args.adaptability,
-                                keep_ends=args.keep_ends, imc=imc_cfg, seed=args.seed)
+                                fallback_placement=args.fallback_placement,
+                                keep_ends=args.keep_ends, ends_placement=args.ends_placement,
+                                imc=imc_cfg, seed=args.seed)
         except ValueError as e:
             parser.error(str(e))
     return ds, model.to(device)

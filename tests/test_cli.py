@@ -163,6 +163,20 @@ def test_imc_run_records_work(capsys, tmp_path):
     assert layers[0]["mvms"]["forward"]["conversions"] > 0
 
 
+def test_fallback_sign_mode_and_ends_are_one_setting_each(tmp_path):
+    """issue 10: what a fallback MVM computes, the sign handling and the kept ends' precision
+    are CLI settings that reach the layers (and so their work records and prices)."""
+    out = tmp_path / "run.json"
+    assert cli.main(["train", "--epochs", "1", "--adaptability", "two-level",
+                     "--fallback-placement", "digital", "--sign-mode", "one-cycle",
+                     "--keep-ends", "--ends-placement", "bf16", "--hidden", "32,32",
+                     "--no-progress", "--threads", "1", "--out", str(out)]) == 0
+    layers = json.loads(out.read_text())["work"]["layers"]
+    assert [lay["mvms"]["forward"]["placement"] for lay in layers] == ["bf16", "imc", "bf16"]
+    assert layers[1]["mvms"]["weight_grad"]["placement"] == "digital"
+    assert layers[1]["sign_mode"] == "one-cycle"
+
+
 # --- issue 11: divergence, files, network ------------------------------------------------------
 
 def _err_lines(capsys):
