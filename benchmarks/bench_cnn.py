@@ -25,9 +25,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from imckit import data, energy, imc, models, train
+from imckit import data, models, train
 from imckit import nn as inn
-from imckit.mapping import CountRules, tile_rows
+from imckit.mapping import tile_rows
 
 
 def _step_fn(model, x, y):

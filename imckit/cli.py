@@ -35,7 +35,7 @@ from typing import Sequence
 
 from .mapping import (ADAPTABILITY, DIGITAL_PLACEMENTS, PLACEMENTS,  # the one place naming
                       SIGN_MODES)                                     # modes and placements
-from .sweep import BACKENDS, CONNECT_TIMEOUT_S
+from .sweep import BACKENDS, CONNECT_TIMEOUT_S, _write_atomic
 
 __all__ = ["main", "build_parser"]
 
@@ -363,13 +363,6 @@ def _check_existing(out: Path, config: dict, parser) -> None:
                      f"{diff}): pass --overwrite to replace it, or choose another --out")
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write via a temp file and a rename; the temp file is removed if anything fails."""
-    from .sweep import _write_atomic
-
-    _write_atomic(path, text)
-
-
 def _clean(obj):
     """JSON-safe copy: NaN/inf -> None, tuples -> lists."""
     if isinstance(obj, float):
@@ -396,7 +389,10 @@ def _train(args, parser) -> int:
               "placement": args.placement, "adaptability": args.adaptability,
               "cap_mismatch": getattr(imc_cfg, "cap_mismatch", args.cap_mismatch),
               "adc_bits": getattr(imc_cfg, "adc_bits", args.adc_bits),
-              "keep_ends": args.keep_ends, "epochs": args.epochs, "batch_size": args.batch_size,
+              "fallback_placement": args.fallback_placement,
+              "sign_mode": getattr(imc_cfg, "sign_mode", args.sign_mode),
+              "keep_ends": args.keep_ends, "ends_placement": args.ends_placement,
+              "epochs": args.epochs, "batch_size": args.batch_size,
               "lr": args.lr, "momentum": args.momentum, "weight_decay": args.weight_decay,
               "schedule": args.schedule, "seed": args.seed, "device": device.type}
     if out is None:
@@ -461,7 +457,7 @@ def _run_training(args, parser, out, config, device, imc_cfg) -> int:
                                "numpy": numpy.__version__, "imckit": __version__},
                   "seed": args.seed, "history": hist.records, "work": hist.work}
         try:
-            _write_text(out, json.dumps(_clean(result), indent=1, allow_nan=False) + "\n")
+            _write_atomic(out, json.dumps(_clean(result), indent=1, allow_nan=False) + "\n")
         except OSError as e:
             kept = f"; {ckpt} is kept: rerun the same command to write it" if ckpt else ""
             print(f"{parser.prog}: error: cannot write {out} ({e.strerror or e}){kept}",

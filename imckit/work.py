@@ -39,7 +39,8 @@ class Work:
     Attributes:
         macs: multiply-accumulates of the logical MVM (``B * N * M`` for a ``(B, N) @ (N, M)``).
         conversions: ADC column conversions (one per physical column per input cycle per row tile).
-        cycles: input-plane cycles applied to arrays (one per non-empty input plane per row tile).
+        cycles: input-plane cycles applied to arrays (one per non-empty input plane per row tile
+            and column tile: every array of a column tile receives the cycle).
         row_drives: row-driver activations (rows driven with a nonzero input, summed over cycles).
         write_bits: bits written into arrays (stationary operands, transposes, activations).
         outputs: output values the MVM delivers (``B * M``), each written once by the back end.

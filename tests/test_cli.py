@@ -171,7 +171,10 @@ def test_fallback_sign_mode_and_ends_are_one_setting_each(tmp_path):
                      "--fallback-placement", "digital", "--sign-mode", "one-cycle",
                      "--keep-ends", "--ends-placement", "bf16", "--hidden", "32,32",
                      "--no-progress", "--threads", "1", "--out", str(out)]) == 0
-    layers = json.loads(out.read_text())["work"]["layers"]
+    result = json.loads(out.read_text())
+    assert {k: result["config"][k] for k in ("fallback_placement", "sign_mode", "ends_placement")
+            } == {"fallback_placement": "digital", "sign_mode": "one-cycle", "ends_placement": "bf16"}
+    layers = result["work"]["layers"]
     assert [lay["mvms"]["forward"]["placement"] for lay in layers] == ["bf16", "imc", "bf16"]
     assert layers[1]["mvms"]["weight_grad"]["placement"] == "digital"
     assert layers[1]["sign_mode"] == "one-cycle"

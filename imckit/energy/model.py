@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from .._validate import check_choice, check_range
 from ..mapping import (ADAPTABILITY, DIGITAL_PLACEMENTS, MVMS, PLACEMENTS, PRECISION_OF,
                        placements)
-from ..mapping.arrays import CountRules, LayerShape, layer_maps
+from ..mapping.arrays import NO_ADC_BITS, CountRules, LayerShape, layer_maps
 from ..work import Work, check_schema
 from .counts import _hooked, _mvm_modules, as_layers
 from .params import BASELINES, DigitalBaseline, IMCEnergy
@@ -281,7 +281,6 @@ def training_step_energy(layers, batch: int = 64, preset="paper-16nm",
     check_range("batch", batch, 1, None, integer=True)
     check_choice("ends_placement", ends_placement, DIGITAL_PLACEMENTS)
     check_choice("fallback_placement", fallback_placement, DIGITAL_PLACEMENTS)
-    check_choice("keep_ends", keep_ends, (True, False))
     if adaptability is not None:
         check_choice("adaptability", adaptability, ADAPTABILITY)
     if not isinstance(keep_ends, bool):
@@ -417,8 +416,8 @@ def energy_from_work(work, preset="paper-16nm", baseline=None, **options) -> Ene
     counts, where, bits = {}, {}, {}
     for i, (lay, name) in enumerate(zip(rec["layers"], names)):
         counts[name], where[name] = {}, {}
-        # no ADC (adc_bits None, an analysis mode) is priced as 16 bits, as CountRules.from_layer
-        bits[name] = lay.get("adc_bits", p.rules.adc_bits) or 16
+        # no ADC (adc_bits None, an analysis mode): NO_ADC_BITS, as CountRules.from_layer
+        bits[name] = lay.get("adc_bits", p.rules.adc_bits) or NO_ADC_BITS
         for m, rec_m in lay.get("mvms", {}).items():
             check_choice(f"layers[{i}].mvms", m, MVMS)
             pl = rec_m.get("placement", "imc")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .._validate import check_range
-from ._core import (MAX_FLOAT64, MIN_NORMAL64, Format, as_tensor, back, check_common,
+from ._core import (MIN_NORMAL64, Format, as_tensor, back, check_common,
                     int_tensor, make_generator, uniform_like)
 
 

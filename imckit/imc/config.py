@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 from .._validate import check_choice, check_range
+from ..mapping.arrays import SIGN_MODES
 
 BOLTZMANN = 1.380649e-23
 """Boltzmann constant k in J/K (SI exact)."""
@@ -91,7 +92,7 @@ class IMCConfig:
         check_range("temperature_k", self.temperature_k, 0, None, lo_open=True)
         check_range("v_dd", self.v_dd, 0, None, lo_open=True)
         check_range("input_levels", self.input_levels, 2, 256, integer=True)
-        check_choice("sign_mode", self.sign_mode, ["two-cycle", "one-cycle"])
+        check_choice("sign_mode", self.sign_mode, SIGN_MODES)
         if self.sign_mode == "one-cycle" and self.adc_bits == 1:
             raise ValueError("adc_bits=1 is not allowed with sign_mode='one-cycle': allowed 2..16 "
                              "(the bipolar ADC spends one bit on the sign)")

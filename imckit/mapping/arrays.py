@@ -54,6 +54,10 @@ SIGN_MODES = ("two-cycle", "one-cycle")
 unipolar ADC) or ``one-cycle`` (+-1 row drive in one cycle, bipolar ADC)."""
 
 INPUT_MODES = ("bit-serial", "multi-level")
+
+NO_ADC_BITS = 16
+"""Bits a layer without an ADC (``IMCConfig.adc_bits=None``, an analysis mode) is priced at:
+the widest converter :class:`imckit.imc.IMCConfig` allows [I]."""
 """Binary input planes (``bit-serial``) or an ``L``-level input DAC (``multi-level``)."""
 
 
@@ -110,7 +114,7 @@ class CountRules:
         ic = cfg.imc_config()
         multi = ic.input_levels > 2
         base = cls(w_bits=cfg.w_bits, x_bits=cfg.a_bits, sign_mode=ic.sign_mode,
-                   adc_bits=ic.adc_bits if ic.adc_bits is not None else 16,
+                   adc_bits=ic.adc_bits if ic.adc_bits is not None else NO_ADC_BITS,
                    input_mode="multi-level" if multi else "bit-serial",
                    dac_levels=ic.input_levels if multi else 16)
         return dataclasses.replace(base, **changes)
@@ -315,5 +319,5 @@ def layer_maps(shape: LayerShape, batch: int, rules: CountRules) -> dict[str, MV
     }
 
 
-__all__ = ["SIGN_MODES", "INPUT_MODES", "CountRules", "LayerShape", "MVMMap", "radix4_group",
+__all__ = ["SIGN_MODES", "INPUT_MODES", "NO_ADC_BITS", "CountRules", "LayerShape", "MVMMap", "radix4_group",
            "cycles_per_vector", "tile_rows", "row_tiles", "layer_maps"]

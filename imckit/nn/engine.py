@@ -12,8 +12,8 @@ For a linear layer ``y = W x`` (``W`` is M x N, a batch of B inputs as the rows 
    columns, the batch is the reduction), the gradient streamed in as radix-4 phase 1.
 
 Each MVM runs where :meth:`LayerConfig.placements` puts it: ``imc`` (the simulator
-:func:`imckit.imc.mvm`), ``digital`` (the same quantized product computed exactly in float64,
-whose 53-bit mantissa holds every partial sum of 4-bit operands), or a digital engine at
+:func:`imckit.imc.mvm`), ``digital`` (the same quantized product, exact through the layer's
+float32 kernels by a split-operand scheme, :func:`exact_bilinear`), or a digital engine at
 ``fp32``, ``bf16`` or ``int8`` (:func:`digital_product`: the MVM's float operands rounded to
 that format). Rounding of weights and activations passes gradients straight through (STE), zero
 where an operand was clipped. Master weights stay fp32.
@@ -26,7 +26,6 @@ import torch
 
 from .. import formats
 from .._device import exact_kernels
-from ..work import Work
 
 MVM_INDEX = {"forward": 0, "backward": 1, "weight_grad": 2}
 QUANTIZED = ("imc", "digital")
@@ -190,7 +189,7 @@ class TrainingMVMs(torch.autograd.Function):
                 layer._nonfinite = True                 # step is skipped (train's divergence
                 ctx.layer, ctx.meta = layer, (None, None, False, False)   # rule decides)
                 ctx.save_for_backward(x, w, None, None, None, None)
-                return x.new_full((layer._positions_of(x), w2.shape[0]), float("nan"))
+                return x.new_full((layer._v, w2.shape[0]), float("nan"))
             xl, xs, xmask = quantize_input(x, alpha, signed, layer.cfg.a_bits)
         if quant_w:
             wl, ws, wmask = quantize_weight(w, layer.cfg)

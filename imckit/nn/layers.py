@@ -104,7 +104,6 @@ class IMCModule(nn.Module):
                               "sqnr_db": 10 * math.log10(ssr / sse) if sse > 0 else math.inf}
             if self.mvm_placements[m] == "imc":
                 d["adc_range"] = float(self.adc_range[MVM_INDEX[m]])
-            if self.mvm_placements[m] == "imc":
                 d["dense_cycles"], d["dense_drives"] = self._dense[m]
             mvms[m] = d
         ic = self.cfg.imc_config()
@@ -193,7 +192,8 @@ class IMCModule(nn.Module):
         i = MVM_INDEX[name]
         if (self._due[name] and self.training) or float(self.adc_range[i]) <= 0:
             counts = imc.column_counts(A, X, cfg, **kw)
-            r = float(imc.calibrate_adc_range(counts, cfg.rows,
+            levels = cfg.input_levels if kw["x_kind"] in ("multilevel", "radix4") else 2
+            r = float(imc.calibrate_adc_range(counts, cfg.rows, levels=levels,
                                               percentile=self.cfg.adc_percentile))
             self._candidate[name] = r
             self.adc_range[i] = r
@@ -294,21 +294,23 @@ class IMCModule(nn.Module):
         MACs and outputs of the three MVMs, so a record still prices the run."""
         if not self.training:
             return
-        self._batch = max(self._batch, batch)
-        self._samples += batch
-        self._input_grad_seen = self._input_grad_seen or x.requires_grad
+        self._count_call(x, batch)
         macs = self._positions_of(x) * self.weight.numel()
         self._record("forward", Work(macs=macs, outputs=self._positions_of(x) * self.weight.shape[0]))
         if x.requires_grad:
             self._record("backward", Work(macs=macs, outputs=x.numel()))
         self._record("weight_grad", Work(macs=macs, outputs=self.weight.numel()))
 
+    def _count_call(self, x: torch.Tensor, batch: int) -> None:
+        """A training call: samples, the largest batch, whether the input gradient runs."""
+        self._batch = max(self._batch, batch)
+        self._samples += batch
+        self._input_grad_seen = self._input_grad_seen or x.requires_grad
+
     def _call(self, x: torch.Tensor, batch: int) -> torch.Tensor:
         if self.training:
             self._nonfinite = False
-            self._batch = max(self._batch, batch)
-            self._samples += batch
-            self._input_grad_seen = self._input_grad_seen or x.requires_grad
+            self._count_call(x, batch)
         return TrainingMVMs.apply(x, self.weight, self)
 
     # --- step hooks ----------------------------------------------------------------------
@@ -395,11 +397,10 @@ class IMCLinear(IMCModule):
         return new._copy_params(linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead, x2 = x.shape[:-1], x.reshape(-1, self.in_features)
         if self.all_fp32:
-            self._record_fast(x.reshape(-1, self.in_features), x.reshape(-1, self.in_features).shape[0])
+            self._record_fast(x2, x2.shape[0])
             return F.linear(x, self.weight, self.bias)
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)
         y = self._call(x2, x2.shape[0])
         if self.bias is not None:
             y = y + self.bias
@@ -474,7 +475,7 @@ class IMCConv2d(IMCModule):
             return (lambda d, w: torch.nn.grad.conv2d_input(self._x_shape, w, d, *geo),
                     self.out_channels * kk)
         return (lambda d, x: torch.nn.grad.conv2d_weight(x, self.weight.shape, d, *geo),
-                self._x_shape[0] * self._out_hw[0] * self._out_hw[1])
+                self._v)
 
     def _exact_out(self, name: str, out: torch.Tensor) -> torch.Tensor:
         if name == "forward":                               # image -> rows (b, ho, wo)
