@@ -22,6 +22,7 @@ nothing (they are written under ``experiments/results/``, never to ``book/data/`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -195,9 +196,7 @@ def _savings_table(name: str, layers, batch: int) -> list[dict]:
 
 
 def _layer_dicts(layers) -> list[dict]:
-    return [{"name": l.name, "n": l.n, "m": l.m, "positions": l.positions,
-             "kernel_area": l.kernel_area, "in_positions": l.in_positions,
-             "input_grad": l.input_grad, "signed_input": l.signed_input} for l in layers]
+    return [dataclasses.asdict(l) for l in layers]          # every LayerShape field
 
 
 def cmd_energy(args, argv) -> Path:

@@ -167,7 +167,7 @@ def measured_table(ops_per_mac: float = 2.0) -> list[dict]:
                      "node nm": p.node_nm,
                      "V": "not given" if p.voltage_v is None else f"{p.voltage_v:g}",
                      "precision": p.precision, "workload": p.workload, "level": p.level,
-                     "pJ/op": round(p.pj_per_op, 4), "pJ/MAC": round(p.pj_per_op * n, 4),
+                     "pJ/op": round(p.pj_per_op, 4), "pJ/MAC": round(p.pj_per_mac(n), 4),
                      "ops/MAC": f"{n:g}" + ("" if p.ops_per_mac is not None else " (assumed)"),
                      "source": p.source, "not confirmed": p.not_confirmed})
     return rows

@@ -12,7 +12,8 @@ from .._device import no_tf32
 from .._validate import check_choice, check_range
 from ..work import Work
 from .config import ADC_RANGE_MIN, IMCConfig
-from .planes import X_KINDS, InputPlanes, as_tensor, input_planes, stored_planes, tiles
+from ..mapping.arrays import row_tiles
+from .planes import X_KINDS, InputPlanes, as_tensor, input_planes, stored_planes
 
 
 _CHIP_CACHE: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
@@ -108,7 +109,10 @@ def _memory_limit() -> int:
 
 
 def _check_memory(X, A, x_kind, x_bits, cfg) -> None:
-    """Refuse a call whose input planes alone would not fit (before allocating them)."""
+    """Refuse a call whose plane tensors would not fit (before allocating them). An upper bound:
+    P planes (14 radix-4 (sign, exponent) planes, at most ``2 * x_bits`` INT planes) of B x N
+    digits (4-byte float + 1-byte mask) and a P*B x M*4-column float32 accumulator of 4-bit
+    stored operands. Radix-4 inputs keep plane indices, so they need less than this."""
     planes = 14 if x_kind == "radix4" else 2 * x_bits
     need = planes * X.shape[0] * X.shape[1] * 5 + X.shape[0] * planes * A.shape[1] * 4 * 4
     if need > _memory_limit():
@@ -117,17 +121,18 @@ def _check_memory(X, A, x_kind, x_bits, cfg) -> None:
                          "of this machine's memory; split the batch")
 
 
-def _column_values(planes, W, caps, rows, gain=1.0, group=1):
+def _column_values(planes, W, caps, rows, gain=1.0, group=1, cycles=None):
     """Per row tile: active (plane, batch) rows, and their column values in counts x gain.
 
     ``caps`` = (cap, den) of the chip or None: tile t uses the first ``e - s`` capacitors of
     physical array t, and charge shares over all R of them (unused rows hold 0)."""
     N = W.shape[0]
     out = []
-    for t, (s, e) in enumerate(tiles(N, rows, group)):
-        if not bool(planes.active[t].any()):
+    cycles = planes.tile_cycles() if cycles is None else cycles
+    for t, (s, e) in enumerate(row_tiles(N, rows, group)):
+        if cycles[t] == 0:
             continue
-        d, idx = planes.tile_rows(t, s, e)                 # compact: skipped cycles cost nothing
+        d, idx = planes.tile_rows(t, s, e, cycles[t])      # compact: skipped cycles cost nothing
         Wt = W[s:e]                            # charge sharing over all R caps, ADC gain:
         if caps is not None:                   # per-column factors, folded into the stored
             cap, den = caps                    # side (cheaper than scaling the outputs)
@@ -200,7 +205,8 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
     (B, N), M, dev, R = X.shape, A.shape[1], X.device, cfg.rows
     P, Mb = planes.n_planes, bits.shape[1]
     out_dtype = torch.float64 if X.dtype == torch.float64 else torch.float32
-    cycles = sum(int(a.sum()) for a in planes.active) if P else 0
+    per_tile = planes.tile_cycles()
+    cycles = sum(per_tile)
     ct = -(-Mb // cfg.columns)                                      # column tiles (arrays)
     work = Work(macs=B * N * M, conversions=cycles * Mb, cycles=cycles * ct,
                 row_drives=planes.drives, write_bits=N * M * a_bits if count_write else 0,
@@ -210,13 +216,13 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
         return (y, work) if report else y
     caps = None
     if cfg.cap_mismatch > 0:                                        # mismatch per bit cell
-        n_tiles = len(tiles(N, R, row_group))
+        n_tiles = len(row_tiles(N, R, row_group))
         cap, den = _chip_caps(cfg.seed, R, cfg.columns, n_tiles, ct, cfg.cap_mismatch, dev)
         caps = (cap[:, :Mb], den[:, :Mb])
     fs = R * (L - 1)                                                # full-scale count
     calibrate = cfg.adc_calibration == "percentile" and adc_range is None
     if calibrate:
-        values = _column_values(planes, bits, caps, R, group=row_group)
+        values = _column_values(planes, bits, caps, R, group=row_group, cycles=per_tile)
         r = calibrate_adc_range(torch.cat([v.reshape(-1) for v, _ in values]), R,
                                 percentile=cfg.adc_percentile, levels=L)
     noisy = cfg.thermal_noise or (cfg.adc_noise_lsb > 0 and cfg.adc_bits is not None)
@@ -230,7 +236,7 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
         for v, _ in values:
             v.mul_(gain)
     else:
-        values = _column_values(planes, bits, caps, R, gain, row_group)
+        values = _column_values(planes, bits, caps, R, gain, row_group, per_tile)
     if generator is None and noisy:
         generator = torch.Generator(device=dev).manual_seed(cfg.seed + 0x5EED)
     acc = None

@@ -33,13 +33,24 @@ class InputPlanes(NamedTuple):
     def n_planes(self) -> int:
         return int(self.weights.shape[0])
 
-    def tile_rows(self, t: int, s: int, e: int):
-        """Digits of the (plane, vector) cycles that run in row tile t (rows s..e):
+    def tile_cycles(self) -> list[int]:
+        """Cycles that run per row tile (one read-back from the device for all tiles).
+
+        >>> InputPlanes(None, torch.ones(2), [torch.tensor([[True, False], [True, True]])],
+        ...             3).tile_cycles()
+        [3]
+        """
+        if not self.active:
+            return []
+        return [int(c) for c in torch.stack(self.active).flatten(1).sum(1).tolist()]
+
+    def tile_rows(self, t: int, s: int, e: int, cycles: int):
+        """Digits of the ``cycles`` (plane, vector) cycles that run in row tile t (rows s..e):
         ``(d, idx)``, d of shape (cycles, e - s), idx their ``plane * B + vector`` (None: all
         P*B in order). Radix-4 rows are built from the plane indices, never from dense planes."""
         act = self.active[t].reshape(-1)
         P, B = self.active[t].shape
-        idx = None if bool(act.all()) else act.nonzero().view(-1)
+        idx = None if cycles == P * B else act.nonzero().view(-1)
         if self.codes is None:
             d = self.digits[:, :, s:e].reshape(P * B, e - s)
             return (d if idx is None else d.index_select(0, idx)), idx
@@ -127,13 +138,6 @@ def _int_dtype(bits):
     return torch.uint8 if bits <= 8 else torch.int32
 
 
-def tiles(n, rows, group=1):
-    """Row tiles ``[(start, stop), ...]`` of a reduction of length n on arrays of ``rows``,
-    keeping ``group`` consecutive rows (one channel's k*k taps) in one tile
-    (:func:`imckit.mapping.row_tiles`, the one mapping)."""
-    return row_tiles(n, rows, group)
-
-
 def radix4_codes(X, x_scale, phase):
     """Plane index per input: ``(sign < 0) * 7 + (e - 1)`` for e = 1..7, 14 for zero.
 
@@ -171,7 +175,7 @@ def input_planes(X, kind, x_bits, levels, x_scale, phase, rows, group=1,
     """
     dev = X.device
     B, N = X.shape
-    spans = tiles(N, rows, group)
+    spans = row_tiles(N, rows, group)              # the one mapping's tiles
     one = sign_mode == "one-cycle"
     if kind == "radix4":
         return _radix4_planes(X, levels, x_scale, phase, spans, sign_mode)
