@@ -27,8 +27,9 @@ SOURCES: dict[str, str] = {
             "device performance from 180 nm to 7 nm\", Integration 58, 2017.",
     "CIMLOOP": "T. Andrulis, J. Emer, V. Sze, \"CiMLoop: A Flexible, Accurate, and Fast "
                "Compute-In-Memory Modeling Tool\", ISPASS 2024.",
-    "ADCMODEL": "T. Andrulis, R. Hsu, V. Sze, J. Emer, \"Modeling Analog-Digital-Converter "
-                "Energy and Area for Compute-In-Memory Accelerator Design\", arXiv 2404.06553.",
+    "ADCMODEL": "T. Andrulis, R. Chen, H.-S. Lee, J. S. Emer, V. Sze, \"Modeling "
+                "Analog-Digital-Converter Energy and Area for Compute-In-Memory Accelerator "
+                "Design\", arXiv 2404.06553.",
     "CACTI": "CACTI SRAM estimates, as used by Accelergy's reference outputs.",
     "DUMOULIN16": "V. Dumoulin, F. Visin, \"A guide to convolution arithmetic for deep "
                   "learning\", arXiv 1603.07285, 2016.",
