@@ -43,9 +43,12 @@ $(HTML): $(STAMP) $(VENDOR) $(BOOK_SOURCES)
 book: $(HTML)
 	@echo "book: $(CURDIR)/_build/html/index.html ($$(du -sh _build/html | cut -f1))"
 
+# apt-get through sudo when not root (hosted CI runners are not root) and sudo exists.
+SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
+
 chromium:
 	@command -v chromium >/dev/null || { echo "installing Chromium (Debian package) for the browser tests"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; }
+	  ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; }
 
 test: $(HTML) chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
