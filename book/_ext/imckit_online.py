@@ -1,0 +1,173 @@
+"""What the online edition adds to the built pages: downloads and the citation.
+
+* **Explorer data.** Each chapter kernel starts with :mod:`explorer_data` installed (an IPython
+  startup file under ``_build/.ipython``), so every explorer a chapter displays leaves its
+  precomputed grid, as plotted data, in ``_build/explorer_data/<model id>.json``. Below each
+  explorer the page gets "Data behind this explorer: CSV, JSON", two files written next to the
+  page (``book/<chapter>/explorer-<n>.csv`` and ``.json``).
+* **Notebooks with outputs.** The page's ".ipynb" download (``_sources/<page>.ipynb``) is the
+  notebook as the build executed it, outputs and widget state included, instead of the
+  output-free source.
+* **Citation.** The ``{imckit-citation}`` directive renders the citation from ``CITATION.cff``
+  (the one place of the citation metadata, its URL checked against ``_config.yml``) as text and
+  BibTeX, and the build publishes ``CITATION.cff`` at the site's root.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+from docutils import nodes
+from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective
+
+sys.path.insert(0, str(Path(__file__).parent))
+import explorer_data  # noqa: E402  (the kernel-side half, also imported by the kernels)
+
+logger = logging.getLogger(__name__)
+
+WIDGET_VIEW = re.compile(
+    r'<script type="application/vnd\.jupyter\.widget-view\+json">(.*?)</script>', re.S)
+STARTUP = """\
+# Written by book/_ext/imckit_online.py for the book build's kernels: save explorer data.
+import sys
+sys.path.insert(0, {ext!r})
+import explorer_data
+explorer_data.install(get_ipython())
+del sys, explorer_data
+"""
+
+
+def data_dir(app) -> Path:
+    return Path(app.outdir).parent / "explorer_data"
+
+
+def setup_kernels(app) -> None:
+    """Make every kernel the build starts save the data of the explorers it displays."""
+    ipython_dir = Path(app.outdir).parent / ".ipython"
+    startup = ipython_dir / "profile_default" / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    (startup / "50-imckit-explorer-data.py").write_text(
+        STARTUP.format(ext=str(Path(__file__).parent.resolve())))
+    folder = data_dir(app)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / explorer_data.ERRORS).unlink(missing_ok=True)
+    os.environ["IPYTHONDIR"] = str(ipython_dir)
+    os.environ[explorer_data.ENV] = str(folder)
+
+
+def explorer_links(app, doctree, docname) -> None:
+    """Below each explorer of a page: links to its data, written next to the page."""
+    if app.builder.format != "html":
+        return
+    folder = data_dir(app)
+    n = 0
+    for raw in list(doctree.findall(nodes.raw)):
+        for content in WIDGET_VIEW.findall(raw.astext()):
+            try:
+                model_id = json.loads(content)["model_id"]
+            except (ValueError, KeyError):
+                continue
+            src = folder / f"{model_id}.json"
+            if not src.exists():
+                continue  # a widget that is no explorer
+            n += 1
+            data = json.loads(src.read_text())
+            data["page"] = docname
+            data["explorer"] = n
+            stem = Path(app.outdir) / docname / f"explorer-{n}"
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            stem.with_suffix(".json").write_text(json.dumps(data))
+            header, rows = explorer_data.csv_rows(data)
+            buf = io.StringIO()
+            writer = csv.writer(buf, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(rows)
+            stem.with_suffix(".csv").write_text(buf.getvalue())
+            base = f"{Path(docname).name}/explorer-{n}"
+            para = nodes.paragraph(classes=["imckit-explorer-data"])
+            para += nodes.Text("Data behind this explorer: ")
+            para += nodes.reference("", "CSV", refuri=f"{base}.csv", classes=["download"])
+            para += nodes.Text(", ")
+            para += nodes.reference("", "JSON", refuri=f"{base}.json", classes=["download"])
+            para += nodes.Text(" (every value of every control; the grid the sliders move over).")
+            raw.parent.insert(raw.parent.index(raw) + 1, para)
+
+
+def publish(app, exception) -> None:
+    """Executed notebooks as the pages' .ipynb downloads; CITATION.cff at the site's root."""
+    if exception is not None or app.builder.format != "html":
+        return
+    errors = data_dir(app) / explorer_data.ERRORS
+    if errors.exists():
+        logger.warning("explorer data could not be saved: %s", errors.read_text().strip())
+    out = Path(app.outdir)
+    executed = Path(app.env.mystnb_config.output_folder)
+    for docname in app.env.found_docs:
+        nb = executed / f"{docname}.ipynb"
+        target = out / "_sources" / f"{docname}.ipynb"
+        if nb.exists() and target.exists():
+            shutil.copyfile(nb, target)
+    shutil.copyfile(Path(app.srcdir) / "CITATION.cff", out / "CITATION.cff")
+
+
+def citation(srcdir: str | os.PathLike) -> dict:
+    """CITATION.cff's fields, checked against the repository URL of _config.yml."""
+    cff = yaml.safe_load((Path(srcdir) / "CITATION.cff").read_text())
+    url = yaml.safe_load((Path(srcdir) / "_config.yml").read_text())["repository"]["url"]
+    if cff.get("repository-code") != url:
+        raise ValueError(f"CITATION.cff repository-code={cff.get('repository-code')!r} is not "
+                         f"_config.yml's repository.url={url!r}: make them equal")
+    return cff
+
+
+def bibtex(cff: dict, year: str) -> str:
+    authors = " and ".join(
+        f"{{{a['name']}}}" if "name" in a else f"{a['family-names']}, {a['given-names']}"
+        for a in cff["authors"])
+    fields = {"author": authors, "title": cff["title"], "year": year,
+              "version": cff["version"], "url": cff["repository-code"],
+              "license": cff.get("license", "")}
+    body = ",\n".join(f"  {k:<7} = {{{v}}}" for k, v in fields.items() if v)
+    return f"@software{{imckit,\n{body},\n}}"
+
+
+class CitationDirective(SphinxDirective):
+    """The book's citation, from CITATION.cff: a sentence and a BibTeX entry."""
+
+    has_content = False
+
+    def run(self):
+        src = Path(self.env.srcdir)
+        self.env.note_dependency(str(src / "CITATION.cff"))
+        cff = citation(src)
+        year = str(self.config.copyright).split(",")[0].strip()[:4]
+        names = ", ".join(a.get("name") or f"{a['given-names']} {a['family-names']}"
+                          for a in cff["authors"])
+        para = nodes.paragraph()
+        para += nodes.Text(f"{names} ({year}). ")
+        para += nodes.emphasis(text=cff["title"])
+        para += nodes.Text(f". Version {cff['version']}. ")
+        para += nodes.reference("", cff["repository-code"], refuri=cff["repository-code"])
+        block = nodes.literal_block(text=bibtex(cff, year), language="bibtex")
+        up = "../" * self.env.docname.count("/")
+        dl = nodes.paragraph()
+        dl += nodes.Text("The same as a Citation File Format file: ")
+        dl += nodes.reference("", "CITATION.cff", refuri=f"{up}CITATION.cff")
+        dl += nodes.Text(" (reference managers and GitHub's \"Cite this repository\" read it).")
+        return [para, block, dl]
+
+
+def setup(app):
+    setup_kernels(app)
+    app.add_directive("imckit-citation", CitationDirective)
+    app.connect("doctree-resolved", explorer_links)
+    app.connect("build-finished", publish)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

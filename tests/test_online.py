@@ -1,0 +1,231 @@
+"""The online edition: citation, bibliography links, notation page, and the downloads the build
+adds to each page (the data behind every explorer, the notebooks as executed).
+
+Tests marked ``book`` read the built book (``make book``); the others need nothing built.
+"""
+import csv
+import io
+import json
+import math
+import re
+import sys
+import types
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+import explorer_data  # noqa: E402
+import imckit_online  # noqa: E402
+
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+DOCS = [c["file"] for part in TOC["parts"] for c in part["chapters"]]
+NOTEBOOKS = [d for d in DOCS if (ROOT / f"{d}.ipynb").exists()]
+
+
+# --- citation -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cff():
+    return yaml.safe_load((ROOT / "CITATION.cff").read_text())
+
+
+def test_citation_cff_has_what_cff_1_2_requires(cff):
+    assert cff["cff-version"] == "1.2.0"
+    for key in ("message", "title"):
+        assert isinstance(cff[key], str) and cff[key].strip()
+    assert cff["authors"], "CFF needs at least one author"
+    for a in cff["authors"]:
+        assert a.get("name") or a.get("family-names"), f"author {a} has no name"
+    for ref in cff.get("references", []):
+        assert {"type", "title", "authors"} <= set(ref)
+        assert re.fullmatch(r"10\.\d{4,9}/[-._;()/:A-Za-z0-9]+", ref["doi"])
+
+
+def test_citation_cff_agrees_with_the_config_and_the_package(cff):
+    assert cff["repository-code"] == CONFIG["repository"]["url"]
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)[1]
+    assert cff["version"] == version
+    assert cff["title"] == CONFIG["title"]
+
+
+def test_the_paper_in_citation_cff_is_the_bibliography_entry(cff):
+    bib = (ROOT / "book" / "references.bib").read_text()
+    grimm = re.search(r"@article\{GRIMM22,(.*?)\n\}", bib, re.S)[1]
+    assert f"doi     = {{{cff['references'][0]['doi']}}}" in grimm
+
+
+def test_the_citation_refuses_a_second_repository_url(tmp_path):
+    (tmp_path / "CITATION.cff").write_text("repository-code: https://example.org/other\n")
+    (tmp_path / "_config.yml").write_text("repository:\n  url: https://example.org/imckit\n")
+    with pytest.raises(ValueError, match="repository-code"):
+        imckit_online.citation(tmp_path)
+
+
+def test_bibtex_of_the_book(cff):
+    entry = imckit_online.bibtex(imckit_online.citation(ROOT), "2026")
+    assert entry.startswith("@software{imckit,") and entry.endswith("}")
+    assert "{{The imckit authors}}" in entry
+    assert f"version = {{{cff['version']}}}" in entry
+    assert f"url     = {{{CONFIG['repository']['url']}}}" in entry
+
+
+# --- bibliography and notation ---------------------------------------------------------------
+
+def bib_entries():
+    text = (ROOT / "book" / "references.bib").read_text()
+    return dict(re.findall(r"@\w+\{(\w+),(.*?)\n\}", text, re.S))
+
+
+def test_every_bibliography_entry_has_a_doi_or_url_or_says_why_not():
+    for key, body in bib_entries().items():
+        has_doi = re.search(r"^\s*doi\s*=\s*\{10\.\d{4,9}/\S+\}", body, re.M)
+        has_url = re.search(r"^\s*url\s*=\s*\{https://\S+\}", body, re.M)
+        assert has_doi or has_url, f"{key}: no DOI and no URL"
+        if not has_doi:
+            assert re.search(r"^\s*note\s*=\s*\{.*(DOI|doi)", body, re.M), \
+                f"{key}: no DOI and no note saying so"
+
+
+def test_the_bibliography_and_the_package_cite_the_same_sources():
+    from imckit.sources import SOURCES
+
+    assert set(bib_entries()) == set(SOURCES)
+
+
+def test_the_notation_page_is_in_the_book_and_states_the_three_mvms():
+    assert "book/notation" in DOCS and "book/cite" in DOCS
+    text = (ROOT / "book" / "notation.md").read_text()
+    for form in (r"$Y = W X$", r"$\partial X = W^\top D$", r"$\partial W = D X^\top$"):
+        assert form in text
+
+
+# --- explorer data (kernel side) -------------------------------------------------------------
+
+def test_figure_data_reads_what_a_figure_plots():
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    ax1, ax2, ax3 = fig.subplots(1, 3)
+    ax1.plot([1, 2, 3], [4, 5, np.nan], label="curve")
+    ax1.axvline(2.5, color="k")
+    ax1.scatter([0.5], [1.5], label="dot")
+    ax1.errorbar([1, 2], [3, 4], yerr=[0.5, 1.0], fmt="o", label="err")
+    ax1.set(title="t", xlabel="x", ylabel="y", yscale="log")
+    ax2.barh(["adc", "thermal"], [30.0, 41.5])
+    ax2.hist([1, 1, 2], bins=[0.5, 1.5, 2.5], label="h")
+    ax2.text(0, 0, "note")
+    ax3.imshow(np.arange(6).reshape(2, 3))
+    a1, a2, a3 = explorer_data.figure_data(fig)
+    kinds = {s["kind"]: s for s in a1["series"] if s["kind"] != "line"}
+    curve = next(s for s in a1["series"] if s["label"] == "curve")
+    assert curve["kind"] == "line" and curve["y"] == [4, 5, None]
+    assert kinds["vline"]["x"] == [2.5, 2.5]
+    assert kinds["points"]["x"] == [0.5] and kinds["points"]["label"] == "dot"
+    assert kinds["errorbar"]["y_low"] == [2.5, 3.0] and kinds["errorbar"]["y_high"] == [3.5, 5.0]
+    assert (a1["title"], a1["xlabel"], a1["yscale"]) == ("t", "x", "log")
+    barh = next(s for s in a2["series"] if s["kind"] == "barh")
+    assert barh["category"] == ["adc", "thermal"] and barh["x"] == [30, 41.5]
+    hist = next(s for s in a2["series"] if s["kind"] == "bar")
+    assert hist["x"] == [1, 2] and hist["y"] == [2, 1]
+    assert a2["texts"] == ["note"]
+    assert a3["series"][0]["values"] == [[0, 1, 2], [3, 4, 5]]
+
+
+def small_explorer():
+    import imckit as ik
+
+    def point(gain, kind):
+        fig, ax = ik.plots.figure(figsize=(2, 1.5))
+        ax.plot([0, 1], [0, gain], label=kind)
+        return fig, f"<b>gain</b> {gain}&times;"
+
+    return ik.widgets.explore(point, gain=[1, 2], kind=["a", "b"], mode="static",
+                              labels={"gain": "gain G"})
+
+
+def test_an_explorer_saves_every_grid_point_as_data_and_csv(tmp_path):
+    ex = small_explorer()
+    data = explorer_data.explorer_data(ex)
+    assert [c["label"] for c in data["controls"]] == ["gain G", "kind"]
+    assert len(data["points"]) == 4
+    p = next(p for p in data["points"] if p["params"] == {"gain": 2, "kind": "b"})
+    line = p["figures"][0]["axes"][0]["series"][0]
+    assert (line["label"], line["y"]) == ("b", [0, 2])
+    assert p["text"] == ["gain 2×"]
+    header, rows = explorer_data.csv_rows(data)
+    assert header[:2] == ["gain", "kind"]
+    assert len(rows) == 4 * (2 + 1)  # two plotted values and one text per point
+    path = explorer_data.save(ex, tmp_path)
+    assert path.name == f"{ex.widget.model_id}.json" and json.loads(path.read_text()) == data
+
+
+def test_the_kernel_hook_saves_what_is_displayed_and_displays_it_unchanged(tmp_path, monkeypatch):
+    from IPython.core.formatters import MimeBundleFormatter
+
+    fmt = MimeBundleFormatter()
+    ip = types.SimpleNamespace(display_formatter=types.SimpleNamespace(mimebundle_formatter=fmt))
+    monkeypatch.setenv(explorer_data.ENV, str(tmp_path))
+    explorer_data.install(ip)
+    ex = small_explorer()
+    bundle = fmt(ex)
+    assert (bundle[0] if isinstance(bundle, tuple) else bundle) == ex._repr_mimebundle_()
+    assert (tmp_path / f"{ex.widget.model_id}.json").exists()
+    assert not (tmp_path / explorer_data.ERRORS).exists()
+
+
+def test_json_values_stay_json():
+    assert explorer_data._num(float("nan")) is None and explorer_data._num(2.0) == 2
+    assert math.isclose(explorer_data._num(0.1), 0.1)
+    assert explorer_data.html_text("<table><tr><td>a</td><td>1 &lt; 2</td></tr></table>") == "a 1 < 2"
+
+
+# --- the built book ----------------------------------------------------------------------------
+
+def widget_views(html):
+    return re.findall(r'<script type="application/vnd\.jupyter\.widget-view\+json">', html)
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("chapter", NOTEBOOKS)
+def test_every_explorer_has_its_data_next_to_the_page(built_book, chapter):
+    html = (built_book / f"{chapter}.html").read_text()
+    links = re.findall(r'<p class="imckit-explorer-data">Data behind this explorer: '
+                       r'<a class="download reference external" href="([^"]+)\.csv">CSV</a>', html)
+    assert len(links) == len(widget_views(html)), "an explorer on this page has no data link"
+    for n, base in enumerate(links, 1):
+        assert base == f"{chapter.split('/')[-1]}/explorer-{n}"
+        data = json.loads((built_book / "book" / f"{base}.json").read_text())
+        grid = math.prod(len(c["values"]) for c in data["controls"])
+        assert len(data["points"]) == grid and data["explorer"] == n
+        assert all(p.get("figures") or p.get("text") for p in data["points"])
+        rows = list(csv.reader(io.StringIO((built_book / "book" / f"{base}.csv").read_text())))
+        assert rows[0][:len(data["controls"])] == [c["name"] for c in data["controls"]]
+        assert len(rows) > grid
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("chapter", NOTEBOOKS)
+def test_the_notebook_download_has_the_outputs(built_book, chapter):
+    html = (built_book / f"{chapter}.html").read_text()
+    assert f'_sources/{chapter}.ipynb"' in html
+    nb = json.loads((built_book / "_sources" / f"{chapter}.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert any(c.get("outputs") for c in code), "the download has no outputs"
+    assert "widgets" in nb["metadata"] or "explore(" not in json.dumps(nb["cells"])
+    assert all(o.get("output_type") != "error" for c in code for o in c.get("outputs", []))
+
+
+@pytest.mark.book
+def test_the_built_book_can_be_cited(built_book, cff):
+    assert (built_book / "CITATION.cff").read_text() == (ROOT / "CITATION.cff").read_text()
+    page = (built_book / "book" / "cite.html").read_text()
+    assert 'href="../CITATION.cff"' in page
+    text = re.sub(r"<[^>]+>", "", page)  # the BibTeX is highlighted span by span
+    assert "@software{imckit," in text and f"version = {{{cff['version']}}}" in text
+    assert f"url     = {{{CONFIG['repository']['url']}}}" in text
+    assert (built_book / "book" / "notation.html").exists()
