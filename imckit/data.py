@@ -35,7 +35,7 @@ import torch
 
 from ._validate import check_range
 
-__all__ = ["Dataset", "digits", "mnist5k", "cifar10", "CIFAR10_URL", "CIFAR10_MD5",
+__all__ = ["Dataset", "digits", "mnist5k", "cifar10", "book_file", "CIFAR10_URL", "CIFAR10_MD5",
            "CIFAR10_BATCH_MD5", "DOWNLOAD_TIMEOUT_S"]
 
 #: Official CIFAR-10 python tarball (Krizhevsky, "Learning Multiple Layers of Features from
@@ -57,6 +57,31 @@ CIFAR10_BATCH_MD5 = {
 }
 #: Seconds a download may wait for the server (per connection attempt and per read).
 DOWNLOAD_TIMEOUT_S = 60.0
+
+
+#: Where the results the chapters read live: ``book/data`` of the repository, shipped inside the
+#: package as ``imckit/book_data`` (a link to it in a checkout, a copy in a wheel).
+BOOK_DATA = Path(__file__).resolve().parent / "book_data"
+
+
+def book_file(name: str) -> Path:
+    """Path of a stored result the chapters read (``book/data/<name>``), wherever imckit runs.
+
+    The files ship as package data, so a chapter opened alone (Colab, a bare Jupyter, a wheel
+    install without the repository) finds them without a path relative to the checkout.
+
+    >>> book_file("train_grid.json").name
+    'train_grid.json'
+    """
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        raise ValueError(f"name={name!r} is not allowed: give a file name in book/data, such "
+                         "as 'train_grid.json'")
+    path = BOOK_DATA / name
+    if not path.is_file():
+        known = sorted(p.name for p in BOOK_DATA.glob("*.json")) if BOOK_DATA.is_dir() else []
+        raise FileNotFoundError(f"{name} is not among imckit's stored results ({BOOK_DATA}): "
+                                f"known files {known}")
+    return path
 
 
 @dataclass(frozen=True, eq=False)

@@ -109,14 +109,23 @@ _FILL_ALPHA = (1.0, 0.45, 0.0)
 def training_curves(ax_loss, ax_acc, records, *, label=None, epochs=None, **style) -> None:
     """Draw one run's training loss (log y) and test accuracy per epoch on two axes.
 
+    Records of a seed band (:func:`imckit.train_grid.seed_band`: ``train_loss_lo``/``_hi``,
+    ``test_accuracy_lo``/``_hi``) add a shaded band from the lowest to the highest seed.
+
     >>> fig, (a, b) = figure(1, 2)
     >>> training_curves(a, b, [{"epoch": 1, "train_loss": 0.5, "test_accuracy": 0.9}], label="x")
     >>> len(a.lines), len(b.lines)
     (1, 1)
     """
     e = [r["epoch"] for r in records]
-    ax_loss.plot(e, [r["train_loss"] for r in records], label=label, **style)
-    ax_acc.plot(e, [r["test_accuracy"] for r in records], label=label, **style)
+    nan = float("nan")
+    for ax, k in ((ax_loss, "train_loss"), (ax_acc, "test_accuracy")):
+        line, = ax.plot(e, [nan if r[k] is None else r[k] for r in records], label=label,
+                        **style)
+        if records and f"{k}_lo" in records[0]:
+            ax.fill_between(e, [nan if r[f"{k}_lo"] is None else r[f"{k}_lo"] for r in records],
+                            [nan if r[f"{k}_hi"] is None else r[f"{k}_hi"] for r in records],
+                            color=line.get_color(), alpha=0.2, lw=0)
     if epochs:
         ax_loss.set_xlim(0.5, epochs + 0.5)
         ax_acc.set_xlim(0.5, epochs + 0.5)
@@ -206,6 +215,12 @@ def accuracy_energy_plane(runs, *, baselines: dict | None = None, highlight: dic
         colour = ADAPTABILITY_COLORS.get(mode, "0.4")
         ax.scatter(*zip(*xy), marker=ADC_MARKERS.get(bits, "o"), s=36, linewidths=1.2,
                    facecolors=[to_rgba(colour, fill)], edgecolors=[colour], zorder=3)
+    for r in runs:                               # seed bands: lowest to highest seed
+        if "final_accuracy_lo" in r:
+            x, _ = _run_xy(r)
+            ax.plot([x, x], [r["final_accuracy_lo"], r["final_accuracy_hi"]], lw=0.8,
+                    color=ADAPTABILITY_COLORS.get(r.get("adaptability"), "0.4"), alpha=0.6,
+                    zorder=2)
     for name, b in (baselines or {}).items():
         x, y = _run_xy(b)
         style = BASELINE_STYLES.get(name, {})
@@ -287,9 +302,14 @@ def accuracy_by_setting(runs, *, baselines: dict | None = None, figsize=(9.6, 3.
     for ax, mode in zip(axes[0], modes):
         mine = [r for r in runs if r["adaptability"] == mode]
         for bits in sorted({r["adc_bits"] for r in mine}):
-            acc = {r["cap_mismatch"]: r["final_accuracy"] for r in mine if r["adc_bits"] == bits}
-            ax.plot([caps.index(c) for c in sorted(acc)], [acc[c] for c in sorted(acc)],
-                    ADC_MARKERS.get(bits, "o") + "-", label=f"{bits}-bit ADC")
+            at = {r["cap_mismatch"]: r for r in mine if r["adc_bits"] == bits}
+            xs = [caps.index(c) for c in sorted(at)]
+            line, = ax.plot(xs, [at[c]["final_accuracy"] for c in sorted(at)],
+                            ADC_MARKERS.get(bits, "o") + "-", label=f"{bits}-bit ADC")
+            if all("final_accuracy_lo" in at[c] for c in at):   # seed bands
+                ax.fill_between(xs, [at[c]["final_accuracy_lo"] for c in sorted(at)],
+                                [at[c]["final_accuracy_hi"] for c in sorted(at)],
+                                color=line.get_color(), alpha=0.15, lw=0)
         for name, b in (baselines or {}).items():
             ax.axhline(b["final_accuracy"], ls=":", color=BASELINE_STYLES.get(name, {}).get(
                 "color", "k"), label=BASELINE_LABELS.get(name, name))

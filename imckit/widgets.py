@@ -16,9 +16,14 @@ and gets one control per keyword. Two modes, chosen automatically:
   widgets whose ``selected_index`` is ``jslink``-ed to the controls. The links run in the page's
   JavaScript, so the sliders of the rendered page still change the figure with no kernel.
 * ``live`` (JupyterLab): the first point is computed at once; moving a control computes the new
-  point in a worker thread, with a progress bar for slow points. A newer value supersedes a stale
-  computation (generators and functions taking ``progress`` are cancelled at their next step) and
-  every computed point is cached.
+  point in a worker thread. A point that reports how far it is (a generator yielding
+  ``(figure, fraction)``, or ``progress(fraction)``) fills a progress bar; one that reports no
+  fraction shows only its elapsed time, never an empty bar. Moving a control away from a point
+  abandons it (generators and functions taking ``progress`` are cancelled at their next step),
+  and the status and bar clear at once; every finished point is cached. With ``live=`` the
+  controls of a live explorer move over finer values than the page precomputes.
+
+A slider's values must increase from left to right (a control running backwards reads wrong).
 
 ``fn`` returns a :class:`matplotlib.figure.Figure` (best made with :func:`imckit.plots.figure`,
 not pyplot), an HTML string, or a tuple of those. With ``plot=``, ``fn`` returns data and
@@ -113,7 +118,7 @@ class Explorer:
     def __init__(self, fn: Callable, grid: dict[str, Sequence], *, mode: str = "auto",
                  plot: Callable | None = None, labels: dict[str, str] | None = None,
                  initial: dict[str, Any] | None = None, title: str | None = None,
-                 dpi: float = 80):
+                 dpi: float = 80, live: dict[str, Sequence] | None = None):
         check_choice("mode", mode, MODES)
         if not callable(fn):
             raise ValueError(f"fn={fn!r} is not allowed: it must be callable")
@@ -125,11 +130,23 @@ class Explorer:
             if not values:
                 raise ValueError(f"{name}={values!r} is not allowed: give at least one value")
             self.grid[name] = values
+        if mode == "auto":
+            mode = "static" if os.environ.get("IMCKIT_BOOK_BUILD") == "1" else "live"
+        for name, values in (live or {}).items():
+            check_choice("live key", name, self.grid)
+            values = list(values)
+            if not values:
+                raise ValueError(f"live {name}={values!r} is not allowed: give at least one value")
+            if mode == "live":
+                self.grid[name] = values
+        for name, values in self.grid.items():
+            if all(_is_number(v) for v in values) and any(
+                    b <= a for a, b in zip(values, values[1:])):
+                raise ValueError(f"{name}={values!r} is not allowed: a slider's values must "
+                                 "increase from left to right")
         n_points = 1
         for v in self.grid.values():
             n_points *= len(v)
-        if mode == "auto":
-            mode = "static" if os.environ.get("IMCKIT_BOOK_BUILD") == "1" else "live"
         if mode == "static" and n_points > _MAX_POINTS:
             raise ValueError(f"grid size={n_points} is out of range for a precomputed explorer: "
                              f"allowed 1..{_MAX_POINTS} points")
@@ -290,7 +307,7 @@ class Explorer:
         key = self.key
         if key in self.cache:
             with self._lock:
-                self._wanted = None
+                self._wanted = None           # a computation still running is abandoned
                 self._lock.notify_all()
             self._show(self.cache[key])
             self._set_status("")
@@ -304,16 +321,24 @@ class Explorer:
                 self._worker.start()
 
     def _set_status(self, text: str, frac: float | None = None) -> None:
+        """Status text and bar: the bar shows only while a computation reports a fraction."""
         if self._status is None:
             return
         self._status.value = text
-        if frac is None:
-            self._bar.layout.visibility = "hidden" if not text else "visible"
-            self._bar.bar_style = "info"
-            self._bar.value = 0 if not text else self._bar.value
-        else:
+        if not text:
+            self._bar.value = 0
+            self._bar.layout.visibility = "hidden"
+        elif frac is not None:
             self._bar.layout.visibility = "visible"
             self._bar.value = max(0.0, min(1.0, frac))
+
+    @property
+    def status(self) -> dict:
+        """What a reader sees below a live figure: ``{"text", "bar_visible", "bar"}``."""
+        if self._status is None:
+            return {"text": "", "bar_visible": False, "bar": 0.0}
+        return {"text": self._status.value, "bar_visible": self._bar.layout.visibility
+                == "visible", "bar": self._bar.value}
 
     def _work(self) -> None:
         while True:
@@ -328,7 +353,9 @@ class Explorer:
             t0 = time.monotonic()
 
             def progress(frac=None, key=key):
-                if self._wanted is not None and self._wanted != key:
+                # A newer wanted point, or the controls moved away (to a cached point):
+                # this computation is abandoned, and it must not write the status again.
+                if (self._wanted is not None and self._wanted != key) or self.key != key:
                     raise Superseded
                 elapsed = time.monotonic() - t0
                 self._set_status(f"computing {where} ({elapsed:.1f} s)", frac)
@@ -337,16 +364,21 @@ class Explorer:
                 if self.key == key:
                     self._show(r)
 
+            self._bar.value = 0
+            self._bar.layout.visibility = "hidden"    # until the point reports a fraction
             self._set_status(f"computing {where}")
             try:
                 rendered = self._evaluate(key, progress, on_partial)
             except Superseded:
                 self.cancelled += 1
+                if self.key in self.cache:    # moved to a cached point: nothing is computing
+                    self._set_status("")
                 continue
             self.cache[key] = rendered
             self.computations += 1
             if self.key == key:
                 self._show(rendered)
+            if self.key in self.cache:
                 self._set_status("")
 
     def wait(self, timeout: float = 60.0) -> "Explorer":
@@ -370,7 +402,8 @@ class Explorer:
 
 def explore(fn: Callable, *, plot: Callable | None = None, labels: dict[str, str] | None = None,
             initial: dict[str, Any] | None = None, title: str | None = None, mode: str = "auto",
-            dpi: float = 80, **grid: Sequence) -> Explorer:
+            dpi: float = 80, live: dict[str, Sequence] | None = None,
+            **grid: Sequence) -> Explorer:
     """An explorer of ``fn`` over a grid: one control per keyword in ``grid``.
 
     Args:
@@ -383,7 +416,11 @@ def explore(fn: Callable, *, plot: Callable | None = None, labels: dict[str, str
         title: optional heading.
         mode: ``"auto"`` (static in the book build, live otherwise), ``"static"`` or ``"live"``.
         dpi: resolution of rendered figures (page weight grows with its square).
-        **grid: ``name=[values...]``; numbers give a slider, other values toggle buttons.
+        live: ``{name: [values...]}`` used instead of the grid's values in live mode, where
+            nothing is precomputed: finer values than the page can hold (``initial`` must be
+            among both).
+        **grid: ``name=[values...]``; numbers give a slider (values increasing), other values
+            toggle buttons.
 
     >>> from imckit.plots import figure
     >>> def point(gain):
@@ -391,6 +428,8 @@ def explore(fn: Callable, *, plot: Callable | None = None, labels: dict[str, str
     >>> ex = explore(point, gain=[1, 2, 4], mode="static")
     >>> ex.n_points, len(ex.cache), ex.params
     (3, 3, {'gain': 1})
+    >>> explore(point, gain=[1, 2, 4], live={"gain": [1, 1.5, 2, 3, 4]}, mode="live").grid
+    {'gain': [1, 1.5, 2, 3, 4]}
     """
     return Explorer(fn, grid, mode=mode, plot=plot, labels=labels, initial=initial, title=title,
-                    dpi=dpi)
+                    dpi=dpi, live=live)

@@ -1,17 +1,13 @@
 """imckit.plots: the figures of training runs (accuracy, energy, both in one view).
 
-Runs are made up in the shape experiments/train_grid.py stores (book/data/train_grid.json); the
-last test reads the stored file itself, so a schema change that the figures cannot follow fails
-here and not only in the book build.
+Runs are made up in the shape imckit.train_grid stores (book/data/train_grid.json);
+tests/test_train_grid.py draws the stored file itself.
 """
-import importlib.util
 import itertools
-import json
 
 import pytest
 from matplotlib.figure import Figure
 
-from conftest import ROOT
 from imckit import plots
 
 MODES, BITS, CAPS = ("full", "two-level", "one-level"), (4, 6, 8), (0.002, 0.05, 0.3)
@@ -43,15 +39,6 @@ GRID = [run(m, b, c, acc=0.98 - c / 2 - (8 - b) / 100) for m, b, c in
         itertools.product(MODES, BITS, CAPS)]
 BASE = {"fp32": {**run(acc=0.983), "energy": energy(1.0)},
         "digital": {**run(acc=0.98), "energy": energy(8.0)}}
-
-
-def train_grid():
-    """experiments/train_grid.py as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("train_grid",
-                                                  ROOT / "experiments" / "train_grid.py")
-    tg = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tg)
-    return tg
 
 
 def n_points(ax):
@@ -121,28 +108,3 @@ def test_accuracy_by_setting_has_one_panel_per_mode_and_one_line_per_adc():
         assert len(ax.lines) == len(BITS) + len(BASE)
         assert all(len(l.get_xdata()) == len(CAPS) for l in ax.lines[:len(BITS)])
     assert len({ax.get_ylim() for ax in fig.axes}) == 1     # one scale for every panel
-
-
-def test_the_stored_train_grid_draws():
-    tg = train_grid()
-    grid = tg.load(ROOT / "book" / "data" / "train_grid.json")
-    keys = list(itertools.product(*grid["grid"].values()))
-    assert set(grid["points"]) == {tg.point_key(*k) for k in keys}
-    runs = list(grid["points"].values())
-    base = {p: grid["baselines"][tg.baseline_key("mlp", 0, p)] for p in ("fp32", "digital")}
-    for r in runs + list(base.values()):
-        assert r["final_accuracy"] == r["history"][-1]["test_accuracy"]
-        assert r["energy"]["savings"] == pytest.approx(
-            r["energy"]["baseline"]["total_j"] / r["energy"]["total_j"])
-        assert r["work"]["schema"] == "imckit.work/2"
-    assert base["fp32"]["energy"]["savings"] == pytest.approx(1.0)
-    fig = plots.accuracy_energy_plane(runs, baselines=base)
-    assert n_points(fig.axes[0]) == len(runs) + 2
-
-
-def test_load_refuses_another_schema(tmp_path):
-    tg = train_grid()
-    old = tmp_path / "train_grid.json"
-    old.write_text(json.dumps({"points": []}))
-    with pytest.raises(ValueError, match="schema None, not 'imckit.train_grid/2'"):
-        tg.load(old)

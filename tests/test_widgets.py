@@ -182,3 +182,82 @@ def test_live_failing_point_shows_message():
     ex = widgets.explore(lambda x: 1 / 0 if x else line_fig(1), x=[0, 1], mode="live")
     ex.set(x=1).wait()
     assert "ZeroDivisionError" in ex._image_box.children[0].value
+
+
+def test_live_status_clears_when_an_uncomputed_point_is_abandoned_for_a_cached_one():
+    # Seen in JupyterLab: "computing ..." and an empty bar stayed on screen forever after moving
+    # from a point being computed back to a cached one (the abandoned worker kept writing).
+    started = threading.Event()
+
+    def slow(x, progress):
+        if x == 2:
+            started.set()
+            for i in range(300):
+                time.sleep(0.01)
+                progress(i / 300)
+        return line_fig(x)
+
+    ex = widgets.explore(slow, x=[1, 2], mode="live")
+    ex.set(x=2)
+    assert started.wait(5)
+    time.sleep(0.05)
+    assert ex.status["text"].startswith("computing x=2")
+    ex.set(x=1)                                     # back to the cached first point
+    assert ex.status == {"text": "", "bar_visible": False, "bar": 0.0}
+    ex.wait(timeout=5)
+    time.sleep(0.05)                                # the worker's last chance to write
+    assert ex.status == {"text": "", "bar_visible": False, "bar": 0.0}
+    assert ex.cancelled == 1 and (2,) not in ex.cache
+    assert ex._image_box.children[0].value == ex.cache[(1,)].parts[0]
+
+
+def test_live_progress_bar_fills_with_reported_fractions_and_hides_after():
+    seen = []
+
+    def curves(n):
+        for epoch in range(1, 5):
+            time.sleep(0.02)
+            yield line_fig(n * epoch), epoch / 4
+
+    ex = widgets.explore(curves, n=[1, 2], mode="live")
+    ex._bar.observe(lambda ch: seen.append((ch["new"], ex._bar.layout.visibility)), names="value")
+    ex.set(n=2).wait()
+    fractions = [v for v, vis in seen if v > 0]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0, seen
+    assert all(vis == "visible" for v, vis in seen if v > 0)
+    assert ex.status == {"text": "", "bar_visible": False, "bar": 0.0}
+
+
+def test_live_point_without_fractions_never_shows_an_empty_bar():
+    visibility = []
+
+    def steps(n):
+        for _ in range(3):
+            time.sleep(0.02)
+            yield line_fig(n)                       # no fraction reported
+
+    ex = widgets.explore(steps, n=[1, 2], mode="live")
+    ex._bar.layout.observe(lambda ch: visibility.append(ch["new"]), names="visibility")
+    ex.set(n=2).wait()
+    assert "visible" not in visibility
+    assert ex.status["text"] == ""
+
+
+def test_live_controls_move_over_finer_values_than_the_page():
+    live = {"g": [1, 2, 3, 5, 9]}
+    static = widgets.explore(line_fig_g := (lambda g: line_fig(g)), g=[1, 5, 9], live=live,
+                             mode="static")
+    assert static.grid["g"] == [1, 5, 9] and len(static.cache) == 3
+    ex = widgets.explore(line_fig_g, g=[1, 5, 9], live=live, mode="live", initial={"g": 5})
+    assert ex.grid["g"] == [1, 2, 3, 5, 9] and ex.params == {"g": 5}
+    ex.set(g=3).wait()
+    assert (3,) in ex.cache
+
+
+@pytest.mark.parametrize("values", [[1.0, 0.25], [4, 4, 8]])
+def test_slider_values_must_increase_left_to_right(values):
+    # ch03's ADC-range slider once ran backwards (1.0 on the left, 0.25 on the right).
+    with pytest.raises(ValueError, match="increase from left to right"):
+        widgets.explore(line_fig, gain=values, mode="static")
+    with pytest.raises(ValueError, match="increase from left to right"):
+        widgets.explore(line_fig, gain=[1, 2], live={"gain": values}, mode="live")

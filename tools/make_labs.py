@@ -1,0 +1,279 @@
+"""The teaching labs: the chapters' install cell, and a student and an instructor edition of each.
+
+One source, two editions. The chapters in ``book/`` are the instructor edition as the book shows
+it; this script writes, for JupyterLab (where jupyterlab-myst renders MyST but not everything
+Sphinx does):
+
+* ``_build/labs/instructor/``: every chapter with its solutions (collapsed dropdowns) and its
+  answer cells filled in;
+* ``_build/labs/student/``: the same chapters with every ``{solution}`` block removed and every
+  answer cell (tag ``answer``) replaced by blanks (``name = ...``); the checks (tag ``check``)
+  stay, and say "not yet answered" until the student fills the blanks.
+
+In both editions what jupyterlab-myst cannot render is rewritten to something readable:
+``{literalinclude}`` with ``:pyobject:`` (or a whole file) is inlined as a code block, taken from
+the files at build time; ``{cite}`KEY``` becomes a link to ``references.md`` (written beside the
+chapters from ``book/references.bib``); ``{term}`` and ``{doc}`` become plain names (a ``{doc}``
+a link to the chapter's notebook).
+
+``--sync`` (re)writes each chapter's first code cell, the install cell, from the ONE place the
+repository URL lives, ``_config.yml`` (``repository.url``), and the version in ``pyproject.toml``;
+``--check`` fails when a chapter's install cell differs from what ``--sync`` would write.
+
+Usage::
+
+    .venv/bin/python tools/make_labs.py            # both editions -> _build/labs/
+    .venv/bin/python tools/make_labs.py --sync     # rewrite the install cells in book/
+    .venv/bin/python tools/make_labs.py --check    # exit 1 if an install cell is stale
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+OUT = ROOT / "_build" / "labs"
+INSTALL_TAG = "imckit-install"
+EXTRA = "lab"        # the extra a bare runtime needs to run the chapters (pyproject.toml)
+
+
+# --- the install cell ------------------------------------------------------------------------
+
+def repository() -> tuple[str, str]:
+    """``(url, version)``: ``repository.url`` of _config.yml and the package version."""
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
+    text = (ROOT / "pyproject.toml").read_text()
+    version = re.search(r'^version\s*=\s*"([^"]+)"', text, re.M).group(1)
+    return url, version
+
+
+def install_source() -> str:
+    """The source of every chapter's install cell (a no-op wherever imckit imports)."""
+    url, version = repository()
+    spec = f"imckit[{EXTRA}] @ git+{url}@v{version}"
+    return (
+        "# Colab or a bare Jupyter: install imckit (this cell does nothing where it imports).\n"
+        "import importlib.util, subprocess, sys\n"
+        "if importlib.util.find_spec(\"imckit\") is None:\n"
+        f"    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\", \"{spec}\"],\n"
+        "                   check=True)")
+
+
+def _install_cell():
+    cell = nbformat.v4.new_code_cell(install_source())
+    cell.metadata["tags"] = [INSTALL_TAG, "hide-input"]
+    return cell
+
+
+def chapters() -> list[Path]:
+    return sorted(BOOK.glob("ch*.ipynb"))
+
+
+def sync(check: bool = False) -> list[str]:
+    """Put the install cell before each chapter's first code cell; return the stale chapters."""
+    stale = []
+    want = install_source()
+    for path in chapters():
+        nb = nbformat.read(path, as_version=4)
+        tagged = [i for i, c in enumerate(nb.cells) if INSTALL_TAG in c.metadata.get("tags", [])]
+        first_code = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+        if tagged == [first_code] and nb.cells[first_code].source == want:
+            continue
+        stale.append(path.name)
+        if check:
+            continue
+        if tagged:
+            for i in reversed(tagged):
+                del nb.cells[i]
+            first_code = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+        nb.cells.insert(first_code, _install_cell())
+        path.write_text(nbformat.writes(nb) + "\n")
+    return stale
+
+
+# --- MyST that JupyterLab cannot render --------------------------------------------------------
+
+_INCLUDE = re.compile(r"^```\{literalinclude\}\s+(\S+)\n((?::[\w-]+:.*\n)*)```", re.M)
+
+
+def _pyobject(source: str, name: str) -> str:
+    """The source of a top-level function or class (or ``Class.method``) of a module."""
+    tree = ast.parse(source)
+    nodes = tree.body
+    node = None
+    for part in name.split("."):
+        node = next((n for n in nodes if isinstance(n, (ast.FunctionDef, ast.ClassDef,
+                                                         ast.AsyncFunctionDef))
+                     and n.name == part), None)
+        if node is None:
+            raise ValueError(f"literalinclude :pyobject: {name} not found")
+        nodes = node.body
+    lines = source.splitlines()
+    start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+    return "\n".join(lines[start:node.end_lineno])
+
+
+def inline_includes(text: str, base: Path) -> str:
+    """``{literalinclude}`` blocks as code blocks holding what they include."""
+    def one(m):
+        path = (base / m.group(1)).resolve()
+        opts = dict(re.findall(r"^:([\w-]+):\s*(.*)$", m.group(2), re.M))
+        src = path.read_text()
+        if "pyobject" in opts:
+            try:
+                src = _pyobject(src, opts["pyobject"].strip())
+            except ValueError as exc:
+                raise ValueError(f"{m.group(1)}: {exc}") from None
+        if "lines" in opts:
+            a, _, b = opts["lines"].partition("-")
+            src = "\n".join(src.splitlines()[int(a) - 1:int(b) if b else None])
+        lang = opts.get("language", "python" if path.suffix == ".py" else "").strip()
+        rel = path.relative_to(ROOT).as_posix()
+        what = f"`{opts['pyobject'].strip()}` in " if "pyobject" in opts else ""
+        return f"From {what}`{rel}`:\n\n```{lang}\n{src.rstrip()}\n```"
+    return _INCLUDE.sub(one, text)
+
+
+def _chapter_titles() -> dict[str, str]:
+    titles = {}
+    for path in chapters():
+        nb = nbformat.read(path, as_version=4)
+        first = nb.cells[0].source.splitlines()[0]
+        titles[path.stem] = first.lstrip("# ").strip()
+    return titles
+
+
+def plain_roles(text: str, titles: dict[str, str]) -> str:
+    """{cite} -> links to references.md, {term} -> the term, {doc} -> a link to the notebook."""
+    def cite(m):
+        keys = [k.strip() for k in m.group(1).split(",")]
+        return "[" + ", ".join(f"[{k}](references.md#{k.lower()})" for k in keys) + "]"
+
+    def doc(m):
+        body = m.group(1)
+        label, target = (re.match(r"(.*)<(.*)>", body).groups() if "<" in body
+                         else (None, body))
+        stem = Path(target.strip()).name
+        return f"[{(label or titles.get(stem, stem)).strip()}]({stem}.ipynb)"
+
+    def term(m):
+        body = m.group(1)
+        return re.sub(r"\s*<.*>$", "", body) if "<" in body else body
+
+    text = re.sub(r"\{cite(?::\w+)?\}`([^`]+)`", cite, text)
+    text = re.sub(r"\{doc\}`([^`]+)`", doc, text)
+    return re.sub(r"\{term\}`([^`]+)`", term, text)
+
+
+_SOLUTION = re.compile(r"^(`{3,}|:{3,})\{solution\}.*?^\1[ \t]*$\n?", re.M | re.S)
+
+
+def strip_solutions(text: str) -> str:
+    return _SOLUTION.sub("", text)
+
+
+def blank_answer(cell) -> str:
+    """The student's version of an answer cell: its first comment line and ``name = ...``."""
+    sys.path.insert(0, str(ROOT))
+    from imckit import exercises
+
+    label = cell.metadata["imckit"]["exercise"]
+    head = [ln for ln in cell.source.splitlines()[:1] if ln.startswith("#")]
+    return "\n".join(head + [f"{name} = ...   # your answer" for name in
+                             exercises.answers(label)])
+
+
+# --- references.md -------------------------------------------------------------------------------
+
+def references_md() -> str:
+    """The bibliography as a Markdown page (one anchor per key) for the lab editions."""
+    from pybtex.database import parse_file
+
+    bib = parse_file(str(BOOK / "references.bib"))
+    lines = ["# References", "",
+             "The works the chapters cite, by key (the book's bibliography page has the same).", ""]
+    for key in sorted(bib.entries):
+        e = bib.entries[key]
+        authors = ", ".join(str(p) for p in e.persons.get("author", [])[:3])
+        if len(e.persons.get("author", [])) > 3:
+            authors += " et al."
+        f = e.fields
+        where = f.get("journal") or f.get("booktitle") or f.get("publisher") or f.get("howpublished", "")
+        title = str(f.get("title", "")).replace("{", "").replace("}", "")
+        year = f.get("year", "")
+        link = f" <{f['url']}>" if "url" in f else (f" doi:{f['doi']}" if "doi" in f else "")
+        lines.append(f"(#{key.lower()})=\n**[{key}]** {authors}. {title}. "
+                     f"*{str(where).replace('{', '').replace('}', '')}*, {year}.{link}\n")
+    return "\n".join(lines) + "\n"
+
+
+# --- the editions ------------------------------------------------------------------------------
+
+def edition(path: Path, student: bool, titles: dict[str, str]):
+    """One chapter as the ``student`` or the instructor lab edition (a notebook object)."""
+    nb = nbformat.read(path, as_version=4)
+    cells = []
+    for cell in nb.cells:
+        cell = copy.deepcopy(cell)
+        tags = cell.metadata.get("tags", [])
+        if cell.cell_type == "markdown":
+            text = plain_roles(inline_includes(cell.source, path.parent), titles)
+            if student:
+                text = strip_solutions(text)
+                if not text.strip():
+                    continue
+            cell.source = text
+        elif student and "answer" in tags:
+            cell.source = blank_answer(cell)
+            cell.metadata["tags"] = [t for t in tags if t != "hide-input"]
+        cells.append(cell)
+    nb.cells = cells
+    nb.metadata["imckit"] = {"edition": "student" if student else "instructor",
+                             "source": f"book/{path.name}"}
+    return nb
+
+
+def build(out: Path = OUT) -> dict[str, list[Path]]:
+    """Write both editions of every chapter (and references.md) under ``out``."""
+    titles = _chapter_titles()
+    refs = references_md()
+    written: dict[str, list[Path]] = {}
+    for name, student in (("instructor", False), ("student", True)):
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "references.md").write_text(refs)
+        written[name] = []
+        for path in chapters():
+            target = folder / path.name
+            target.write_text(nbformat.writes(edition(path, student, titles)) + "\n")
+            written[name].append(target)
+    return written
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sync", action="store_true", help="rewrite the install cells in book/")
+    ap.add_argument("--check", action="store_true", help="fail if an install cell is stale")
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args(argv)
+    if args.check or args.sync:
+        stale = sync(check=args.check)
+        verb = "stale" if args.check else "rewritten"
+        print(f"install cells {verb}: {', '.join(stale) or 'none'}")
+        return 1 if (args.check and stale) else 0
+    written = build(Path(args.out))
+    for name, paths in written.items():
+        print(f"{name:>10}: {len(paths)} chapters in {Path(args.out) / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
