@@ -229,3 +229,36 @@ def test_the_built_book_can_be_cited(built_book, cff):
     assert "@software{imckit," in text and f"version = {{{cff['version']}}}" in text
     assert f"url     = {{{CONFIG['repository']['url']}}}" in text
     assert (built_book / "book" / "notation.html").exists()
+
+
+# --- the print edition (`make print`) -----------------------------------------------------------
+
+PRINT = ROOT / "_build" / "singlehtml" / "index.html"
+PDF = ROOT / "_build" / "print" / "imckit.pdf"
+
+
+@pytest.fixture(scope="module")
+def print_edition():
+    if not (PRINT.exists() and PDF.exists()):
+        pytest.fail("the print edition is not built: run `make print` (`make test` builds it)")
+    return PRINT.read_text()
+
+
+@pytest.mark.book
+def test_the_print_edition_has_every_page_and_each_explorer_as_a_frame(print_edition, built_book):
+    for doc in DOCS[1:]:  # the root page opens the single page
+        assert f'id="document-{doc}"' in print_edition, f"{doc} is missing from the print edition"
+    assert not widget_views(print_edition), "an explorer is still a live widget in print"
+    frames = re.findall(r'<figure class="imckit-explorer-print"><img src="data:image/png;base64,'
+                        r'[^"]+" alt="([^"]+)"><figcaption>Shown at ', print_edition)
+    web = sum(len(widget_views((built_book / f"{d}.html").read_text())) for d in NOTEBOOKS)
+    assert len(frames) == web and all(frames)
+    assert '<script src="_static/vendor/mathjax/tex-chtml.js' in print_edition
+
+
+@pytest.mark.book
+def test_the_pdf_is_a_whole_book(print_edition):
+    pdf = PDF.read_bytes()
+    assert pdf.startswith(b"%PDF-")
+    pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf))
+    assert pages >= 10 * len(NOTEBOOKS), f"only {pages} pages"

@@ -14,7 +14,9 @@
 """
 from __future__ import annotations
 
+import base64
 import csv
+import html
 import io
 import json
 import os
@@ -80,6 +82,9 @@ def explorer_links(app, doctree, docname) -> None:
                 continue  # a widget that is no explorer
             n += 1
             data = json.loads(src.read_text())
+            if app.builder.name == "singlehtml":  # print: the first frame, no sliders
+                raw.replace_self(print_frame(data, src.with_suffix(".png")))
+                continue
             data["page"] = docname
             data["explorer"] = n
             stem = Path(app.outdir) / docname / f"explorer-{n}"
@@ -101,6 +106,23 @@ def explorer_links(app, doctree, docname) -> None:
             raw.parent.insert(raw.parent.index(raw) + 1, para)
 
 
+def print_frame(data: dict, png: Path) -> nodes.raw:
+    """An explorer in the print edition: its first frame and the setting it shows."""
+    labels = {c["name"]: c["label"] for c in data["controls"]}
+    setting = ", ".join(f"{labels[k]} = {v}" for k, v in data.get("initial", {}).items())
+    values = "; ".join(f"{c['label']}: {', '.join(map(str, c['values']))}"
+                       for c in data["controls"])
+    alt = html.escape(f"{data.get('title') or 'Explorer'} at {setting}", quote=True)
+    img = ""
+    if png.exists():
+        b64 = base64.b64encode(png.read_bytes()).decode()
+        img = f'<img src="data:image/png;base64,{b64}" alt="{alt}">'
+    caption = html.escape(f"Shown at {setting}. In the web edition the controls move over "
+                          f"{values}.")
+    return nodes.raw("", f'<figure class="imckit-explorer-print">{img}'
+                         f"<figcaption>{caption}</figcaption></figure>", format="html")
+
+
 def publish(app, exception) -> None:
     """Executed notebooks as the pages' .ipynb downloads; CITATION.cff at the site's root."""
     if exception is not None or app.builder.format != "html":
@@ -116,6 +138,10 @@ def publish(app, exception) -> None:
         if nb.exists() and target.exists():
             shutil.copyfile(nb, target)
     shutil.copyfile(Path(app.srcdir) / "CITATION.cff", out / "CITATION.cff")
+    if app.builder.name == "singlehtml":
+        # The single page links its assets from the site's root (_static/...), so it is read
+        # there: index.html (otherwise a redirect to book/intro.html, where they do not resolve).
+        shutil.copyfile(out / f"{app.config.root_doc}.html", out / "index.html")
 
 
 def citation(srcdir: str | os.PathLike) -> dict:
@@ -165,8 +191,23 @@ class CitationDirective(SphinxDirective):
         return [para, block, dl]
 
 
+def singlehtml_handlers(app) -> None:
+    """The single-page (print) edition renders every node the web pages render.
+
+    Sphinx looks up a builder's node handlers by its name before its format: once an extension
+    registers any handler for "singlehtml", the "html" ones (sphinx-jupyterbook-latex's hidden
+    cells among them) are no longer found there, and the build stops on an unknown node.
+    """
+    if app.builder.name != "singlehtml":
+        return
+    handlers = app.registry.translation_handlers
+    for node, pair in handlers.get("html", {}).items():
+        handlers.setdefault("singlehtml", {}).setdefault(node, pair)
+
+
 def setup(app):
     setup_kernels(app)
+    app.connect("builder-inited", singlehtml_handlers)
     app.add_directive("imckit-citation", CitationDirective)
     app.connect("doctree-resolved", explorer_links)
     app.connect("build-finished", publish)
