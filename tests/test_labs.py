@@ -126,7 +126,7 @@ def test_make_labs_writes_both_editions_readable_without_sphinx(editions):
             for role in ("{literalinclude}", "{cite}", "{term}", "{doc}"):
                 assert role not in text, f"{name}/{path.name} still has {role}"
             for key in re.findall(r"\(references\.md#([\w-]+)\)", text):
-                assert f"(#{key})=" in refs, f"{path.name}: citation {key} has no entry"
+                assert f'<a id="{key}"></a>' in refs, f"{path.name}: citation {key} has no entry"
 
 
 def test_student_edition_has_no_solutions_and_blank_answers(editions):
@@ -141,6 +141,13 @@ def test_student_edition_has_no_solutions_and_blank_answers(editions):
             names = exercises.answers(cell.metadata["imckit"]["exercise"])
             assert [ln.split(" = ")[0] for ln in cell.source.splitlines()
                     if " = ..." in ln] == names
+
+
+def test_binder_installs_the_cpu_torch_then_imckit_with_the_lab_extra():
+    req = (ROOT / "binder" / "requirements.txt").read_text()
+    assert "whl/cpu" in req and re.search(r"^torch>=", req, re.M)
+    post = ROOT / "binder" / "postBuild"
+    assert os.access(post, os.X_OK) and '".[lab]"' in post.read_text()
 
 
 def test_inlined_code_is_the_packages_own(editions):

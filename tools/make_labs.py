@@ -193,25 +193,41 @@ def blank_answer(cell) -> str:
 
 # --- references.md -------------------------------------------------------------------------------
 
+def _bib_entries(text: str) -> dict[str, dict[str, str]]:
+    """``{key: {field: value}}`` of a BibTeX file (braced values; enough for references.bib)."""
+    entries = {}
+    for m in re.finditer(r"@\w+\s*\{\s*([^,\s]+)\s*,", text):
+        i, depth, fields = m.end(), 1, {}
+        body_start = i
+        while depth and i < len(text):
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        body = text[body_start:i - 1]
+        for f in re.finditer(r"(\w+)\s*=\s*\{", body):
+            j, d = f.end(), 1
+            while d and j < len(body):
+                d += {"{": 1, "}": -1}.get(body[j], 0)
+                j += 1
+            fields[f.group(1).lower()] = re.sub(r"[{}]", "", body[f.end():j - 1]).strip()
+        entries[m.group(1)] = fields
+    return entries
+
+
 def references_md() -> str:
     """The bibliography as a Markdown page (one anchor per key) for the lab editions."""
-    from pybtex.database import parse_file
-
-    bib = parse_file(str(BOOK / "references.bib"))
     lines = ["# References", "",
              "The works the chapters cite, by key (the book's bibliography page has the same).", ""]
-    for key in sorted(bib.entries):
-        e = bib.entries[key]
-        authors = ", ".join(str(p) for p in e.persons.get("author", [])[:3])
-        if len(e.persons.get("author", [])) > 3:
-            authors += " et al."
-        f = e.fields
-        where = f.get("journal") or f.get("booktitle") or f.get("publisher") or f.get("howpublished", "")
-        title = str(f.get("title", "")).replace("{", "").replace("}", "")
-        year = f.get("year", "")
+    bib = _bib_entries((BOOK / "references.bib").read_text())
+    for key in sorted(bib):
+        f = bib[key]
+        names = [n.strip() for n in f.get("author", "").split(" and ") if n.strip()]
+        authors = "; ".join(names[:3]) + (" et al" if len(names) > 3 else "")
+        where = f.get("journal") or f.get("booktitle") or f.get("publisher") \
+            or f.get("howpublished", "")
+        parts = [authors, f.get("title", ""), f"*{where}*" if where else "", f.get("year", "")]
         link = f" <{f['url']}>" if "url" in f else (f" doi:{f['doi']}" if "doi" in f else "")
-        lines.append(f"(#{key.lower()})=\n**[{key}]** {authors}. {title}. "
-                     f"*{str(where).replace('{', '').replace('}', '')}*, {year}.{link}\n")
+        lines.append(f'<a id="{key.lower()}"></a>**[{key}]** '
+                     + ". ".join(p.rstrip(".") for p in parts if p) + "." + link + "\n")
     return "\n".join(lines) + "\n"
 
 
