@@ -245,6 +245,54 @@ def test_mismatch_depends_on_tile_index_not_call_shape():
     assert torch.equal(wide[:, :64], narrow)
 
 
+@pytest.mark.parametrize("sigma,B,tol", [(0.002, 300, 1e-3), (0.05, 300, 2e-2), (0.05, 3, 1e-4)])
+def test_mismatch_column_values_match_float64_charge_sharing(sigma, B, tol):
+    """Oracle: every column value R * sum_i C_i m_i / sum_i C_i computed in float64 from the
+    chip's capacitors. B=300 vectors run the bfloat16 mismatch matmul (more cycles than rows),
+    B=3 the float32 one; both within ``tol`` counts (the docstring's bound)."""
+    from imckit.imc import array, planes as pl
+    g = gen(8)
+    N, M, rows = 200, 64, 128
+    A = torch.randint(-8, 8, (N, M), generator=g)
+    X = torch.randint(0, 16, (B, N), generator=g)
+    bits, _ = pl.stored_planes(A, 4, True)
+    ip = pl.input_planes(X, "unsigned", 4, 2, 1.0, 0, rows)
+    n_tiles = 2
+    delta, den = array._chip_caps(9, rows, 256, n_tiles, 1, sigma, "cpu")
+    Mb = bits.shape[1]
+    got = array._column_values(ip, bits, (delta[:, :Mb], den[:, :Mb]), rows)
+    for t, ((v, idx), (s, e)) in enumerate(zip(got, [(0, 128), (128, 200)])):
+        d, _ = ip.tile_rows(t, s, e, ip.tile_cycles()[t])
+        cap = 1.0 + delta[t * rows:t * rows + e - s, :Mb].double()
+        full = 1.0 + delta[t * rows:(t + 1) * rows, :Mb].double()
+        ref = rows * (d.double() @ (bits[s:e].double() * cap)) / full.sum(0)
+        assert float((v.double() - ref).abs().max()) < tol
+
+
+def test_exact_mm_matches_int64_product():
+    from imckit.imc.planes import exact_mm
+    g = gen(9)
+    a = torch.randint(-128, 128, (57, 1152), generator=g, dtype=torch.int64)
+    b = torch.randint(0, 2, (1152, 40), generator=g, dtype=torch.int64)
+    ref = (a @ b).to(torch.float32)
+    assert torch.equal(exact_mm(a.to(torch.int8), b.to(torch.int8)), ref)       # int8 path
+    assert torch.equal(exact_mm(a.float(), b.to(torch.int8)), ref)              # float path
+
+
+def test_trusted_radix4_planes_equal_checked_ones():
+    from imckit.imc.planes import input_planes, trusted_operands
+    g = gen(10)
+    e = torch.randint(0, 8, (20, 300), generator=g)          # 0: zero, else exponent 1..7
+    sgn = torch.where(torch.rand(20, 300, generator=g) < 0.5, -1.0, 1.0)
+    X = torch.where(e > 0, sgn * 4.0 ** (e.double() - 7), 0.0).float() * 0.25
+    for levels, mode in [(2, "two-cycle"), (16, "one-cycle"), (64, "two-cycle")]:
+        a = input_planes(X, "radix4", 4, levels, 0.25, 0, 128, 1, mode)
+        with trusted_operands():
+            b = input_planes(X, "radix4", 4, levels, 0.25, 0, 128, 1, mode)
+        assert torch.equal(a.weights, b.weights) and a.drives == b.drives
+        assert all(torch.equal(p, q) for p, q in zip(a.codes, b.codes) if p is not None)
+
+
 # ------------------------------------------------------------------ ADC
 
 def _ones_column(N, k):

@@ -19,9 +19,15 @@ from ..mapping.arrays import radix4_group, row_tiles
 X_KINDS = ("unsigned", "signed", "radix4", "multilevel")
 """How the inputs X are turned into planes applied one per cycle (see :func:`imckit.imc.mvm`)."""
 
+DIGIT_MAX_INT8 = 127
+"""Input digits up to this magnitude are kept as int8 (every kind except ``multilevel`` inputs
+with a DAC of more than 128 levels), so the plane products run as exact int8 x int8 -> int32
+matmuls; larger digits stay float32."""
+
 
 class InputPlanes(NamedTuple):
-    digits: torch.Tensor | None  # (P, B, N) float32 digits in 0..L-1 (+- if bipolar); None for
+    digits: torch.Tensor | None  # (P, B, N) digits in 0..L-1 (+- if bipolar), int8 where they
+                                 # fit (DIGIT_MAX_INT8), else float32; None for
                                  # radix-4 inputs, which keep ``codes`` instead
     weights: torch.Tensor  # (P,) float64 plane weights
     active: list           # per row tile: (P, B) bool, the cycles that run
@@ -46,21 +52,22 @@ class InputPlanes(NamedTuple):
 
     def tile_rows(self, t: int, s: int, e: int, cycles: int):
         """Digits of the ``cycles`` (plane, vector) cycles that run in row tile t (rows s..e):
-        ``(d, idx)``, d of shape (cycles, e - s), idx their ``plane * B + vector`` (None: all
-        P*B in order). Radix-4 rows are built from the plane indices, never from dense planes."""
+        ``(d, idx)``, d of shape (cycles, e - s) in the planes' digit dtype (int8 whenever every
+        digit fits, see :data:`DIGIT_MAX_INT8`), idx their ``plane * B + vector`` (None: all P*B
+        in order). Radix-4 rows are built from the plane indices, never from dense planes."""
         act = self.active[t].reshape(-1)
         P, B = self.active[t].shape
         idx = None if cycles == P * B else act.nonzero().view(-1)
         if self.codes is None:
             d = self.digits[:, :, s:e].reshape(P * B, e - s)
             return (d if idx is None else d.index_select(0, idx)), idx
-        plane, digit = self.codes
+        plane, digit = self.codes                     # int8 plane index per input, int8 digit
         if idx is None:
             pb = torch.arange(P, device=plane.device).repeat_interleave(B)
             bb = torch.arange(B, device=plane.device).repeat(P)
         else:
             pb, bb = idx // B, idx % B
-        d = (plane[:, s:e].index_select(0, bb) == pb.view(-1, 1)).to(torch.float32)
+        d = (plane[:, s:e].index_select(0, bb) == pb.to(torch.int8).view(-1, 1)).view(torch.int8)
         if digit is not None:
             d.mul_(digit[:, s:e].index_select(0, bb))
         return d, idx
@@ -114,18 +121,20 @@ def check_ints(name, t, lo, hi, what):
 
 
 def stored_planes(A, a_bits, a_signed):
-    """Bit matrix (N, M*a_bits) float32, column ``m*a_bits + k`` = bit k of A[:, m], and the
+    """Bit matrix (N, M*a_bits) int8, column ``m*a_bits + k`` = bit k of A[:, m], and the
     plane weights (a_bits,) float64: 2^k, the MSB ``-2^(a_bits-1)`` if signed (two's complement).
 
     >>> stored_planes(torch.tensor([[-3]]), 3, True)
-    (tensor([[1., 0., 1.]]), tensor([ 1.,  2., -4.], dtype=torch.float64))
+    (tensor([[1, 0, 1]], dtype=torch.int8), tensor([ 1.,  2., -4.], dtype=torch.float64))
     """
     lo, hi = (-(2 ** (a_bits - 1)), 2 ** (a_bits - 1) - 1) if a_signed else (0, 2**a_bits - 1)
     check_ints("A", A, lo, hi, f"a_bits={a_bits}, a_signed={a_signed}")
-    it = _int_dtype(a_bits)                                       # narrow ints: fewer bytes
-    ai = (A.to(torch.int32) if A.is_floating_point() else A).to(it) & (2**a_bits - 1)
+    it = torch.int8 if a_bits <= 7 else _int_dtype(a_bits)        # narrow ints: fewer bytes
+    if A.is_floating_point() and a_bits > 7:
+        A = A.to(torch.int32)
+    ai = A.to(it) & (2**a_bits - 1)                              # every level fits: exact
     k = torch.arange(a_bits, device=A.device, dtype=it)           # (wrapping = two's complement)
-    bits = ((ai.unsqueeze(-1) >> k) & 1).to(torch.float32).reshape(A.shape[0], A.shape[1] * a_bits)
+    bits = ((ai.unsqueeze(-1) >> k) & 1).to(torch.int8).reshape(A.shape[0], A.shape[1] * a_bits)
     wa = 2.0 ** k.to(torch.float64)
     if a_signed:
         wa[-1] = -wa[-1]
@@ -144,26 +153,35 @@ def radix4_codes(X, x_scale, phase):
     >>> radix4_codes(torch.tensor([[1.0, -1/16, 0.0, 4.0**-6]]), 1.0, 0).tolist()
     [[6, 11, 14, 0]]
     """
+    e0, neg = _radix4_exponents(X, x_scale, phase)
+    code = e0.to(torch.int64) + 7 * neg.to(torch.int64)
+    return torch.where(e0 >= 0, code, torch.full_like(code, 14))
+
+
+def _radix4_exponents(X, x_scale, phase):
+    """``(e - 1, X < 0)`` per input: e0 int8 in 0..6, -1 for zero; ValueError off the grid."""
     base = x_scale * (0.5 if phase else 1.0)
     Xf = X if X.is_floating_point() else X.to(torch.float64)
     mag = Xf.abs()
     nz = mag > 0
     if math.frexp(base)[0] == 0.5:                                 # power-of-two scale: exact
-        mant, ex = torch.frexp(mag / base)
-        e = torch.div(ex + 13, 2, rounding_mode="floor")           # 4^(e-7) = 0.5 * 2^(2e-13)
-        ok = (mant == 0.5) & (ex % 2 == 1) & (e >= 1) & (e <= 7)
+        mant, ex = torch.frexp(mag if base == 1.0 else mag / base)
+        e = (ex + 13) >> 1                                         # 4^(e-7) = 0.5 * 2^(2e-13)
+        if _TRUSTED.get():                                         # imckit's own quantizer
+            return torch.where(nz, e - 1, -1).to(torch.int8), Xf < 0
+        ok = (mant == 0.5) & ((ex & 1) == 1) & (e >= 1) & (e <= 7)
     else:
         m = mag.to(torch.float64) / base
-        e = 7 + torch.round(torch.log2(torch.where(nz, m, 1.0)) / 2)
-        grid = torch.pow(4.0, e - 7)
+        e = (7 + torch.round(torch.log2(torch.where(nz, m, 1.0)) / 2)).to(torch.int32)
+        grid = torch.pow(4.0, e.to(torch.float64) - 7)
         ok = ((m - grid).abs() <= 1e-6 * grid) & (e >= 1) & (e <= 7)
     bad = (nz & ~ok) | ~torch.isfinite(mag)
     if bool(bad.any()):
         v = X[bad][0].item()
         raise ValueError(f"X contains {v!r}, not on the radix-4 grid: allowed 0 and "
                          f"+-{base:g}*4^-k, k=0..6 (x_scale={x_scale:g}, phase={phase})")
-    code = (e.to(torch.int64) - 1) + 7 * (Xf < 0).to(torch.int64)
-    return torch.where(nz, code, torch.full_like(code, 14))
+    e0 = torch.where(nz, e - 1, -1).to(torch.int8)
+    return e0, Xf < 0
 
 
 def input_planes(X, kind, x_bits, levels, x_scale, phase, rows, group=1,
@@ -188,11 +206,11 @@ def input_planes(X, kind, x_bits, levels, x_scale, phase, rows, group=1,
         xi = X.to(torch.int32)
         t = torch.arange(x_bits - 1, device=dev, dtype=torch.int32).view(-1, 1, 1)
         w = 2.0 ** torch.arange(x_bits - 1, device=dev, dtype=torch.float64)
-        mag = ((xi.abs().unsqueeze(0) >> t) & 1).to(torch.float32)
+        mag = ((xi.abs().unsqueeze(0) >> t) & 1).to(torch.int8)
         if one:                                                    # +-1 digits, one cycle
-            digits = mag * torch.sign(xi).to(torch.float32).unsqueeze(0)
+            digits = mag * torch.sign(xi).to(torch.int8).unsqueeze(0)
         else:
-            pos = (xi > 0).to(torch.float32).unsqueeze(0)
+            pos = (xi > 0).to(torch.int8).unsqueeze(0)
             digits, w = torch.cat([mag * pos, mag * (1 - pos)]), torch.cat([w, -w])
         L = 2
     else:
@@ -207,36 +225,72 @@ def input_planes(X, kind, x_bits, levels, x_scale, phase, rows, group=1,
         else:
             xi = X.to(torch.int32).unsqueeze(0)
             digits = (xi // (L ** t).view(-1, 1, 1)) % L
-        digits, w = digits.to(torch.float32), float(L) ** t.to(torch.float64)
+        if L - 1 > DIGIT_MAX_INT8:
+            digits = digits.to(torch.float32)
+        else:                                                      # digits <= 127: same bytes
+            digits = digits.view(torch.int8) if digits.dtype == torch.uint8 else digits.to(torch.int8)
+        w = float(L) ** t.to(torch.float64)
     return _finish(digits, w, spans, bipolar=kind == "signed" and one)
 
 
+def exact_mm(a, b):
+    """``a @ b`` exactly for integer-valued operands whose products sum below 2^24: int8 x int8
+    -> int32 on CPU (``torch._int_mm``), else a float32 matmul without TF32. Returns float32.
+
+    >>> exact_mm(torch.tensor([[1, 2]], dtype=torch.int8), torch.tensor([[3], [4]], dtype=torch.int8))
+    tensor([[11.]])
+    """
+    if a.dtype == torch.int8 and b.dtype == torch.int8 and not a.is_cuda:
+        return torch._int_mm(a, b).to(torch.float32)
+    from .._device import no_tf32
+    with no_tf32():
+        return a.to(torch.float32) @ b.to(torch.float32)
+
+
+def _tile_indicator(N, spans, device, dtype):
+    """(N, T) 0/1 matrix: row i belongs to row tile t."""
+    ind = torch.zeros(N, len(spans), dtype=dtype, device=device)
+    for j, (s, e) in enumerate(spans):
+        ind[s:e, j] = 1
+    return ind
+
+
 def _finish(digits, w, spans, bipolar):
-    """Drop planes no vector uses; per row tile, the (plane, vector) cycles that run."""
-    nz = digits != 0
-    active = [nz[:, :, s:e].any(-1) for s, e in spans]
-    used = torch.stack(active).any(0).any(1)
+    """Drop planes no vector uses; per row tile, the (plane, vector) cycles that run. The
+    nonzero digits per (plane, vector, row tile) come from one matmul with a tile indicator."""
+    P, B, N = digits.shape
+    small = digits.dtype == torch.int8
+    nz = (digits != 0).view(torch.int8) if small else (digits != 0).to(torch.float32)
+    ind = _tile_indicator(N, spans, digits.device, nz.dtype)
+    cnt = exact_mm(nz.reshape(P * B, N), ind).view(P, B, len(spans))
+    act = cnt > 0
+    used = act.any(2).any(1)
     if not bool(used.all()):
-        digits, w, nz, active = digits[used], w[used], nz[used], [a[used] for a in active]
-    return InputPlanes(digits, w, active, int(nz.sum()), bipolar)
+        digits, w, act = digits[used], w[used], act[used]
+    active = [act[:, :, j] for j in range(len(spans))]
+    return InputPlanes(digits, w, active, int(cnt.sum()), bipolar)
 
 
 def _radix4_planes(X, levels, x_scale, phase, spans, sign_mode):
     """Radix-4 inputs: exponents e = 1..7 in groups of ``g = radix4_group(levels)`` per cycle
     (digit ``4^((e-1) % g)``, plane weight ``base * 4^(e0-7)`` of the group's lowest exponent);
     signs in separate planes (``two-cycle``) or as signed digits (``one-cycle``)."""
-    code = radix4_codes(X, x_scale, phase)                     # 0..13, 14 = zero
-    nz = code < 14
-    e0 = code % 7                                              # e - 1
+    e0, neg = _radix4_exponents(X, x_scale, phase)             # e - 1 (int8), -1 for zero
+    nz = e0 >= 0
     g = radix4_group(levels)
     G = -(-7 // g)                                             # groups per sign
-    neg = (code >= 7) & nz
     one = sign_mode == "one-cycle"
-    plane = torch.where(nz, e0 // g + (0 if one else G) * neg.to(torch.int64),
-                        torch.full_like(code, -1))
-    digit = torch.pow(4.0, (e0 % g).to(torch.float32))
-    if one:
-        digit = torch.where(neg, -digit, digit)
+    if g == 1:
+        grp = e0
+    else:
+        grp = torch.div(e0, g, rounding_mode="floor")
+    if not one:
+        grp = grp + (G * (neg & nz)).to(torch.int8)
+    plane = torch.where(nz, grp, -1).to(torch.int8)
+    if g > 1 or one:
+        digit = torch.pow(4, torch.remainder(e0.clamp(min=0), g).to(torch.int32)).to(torch.int8)
+        if one:                                                # <= 64: radix4_group
+            digit = torch.where(neg, -digit, digit)
     n_planes = G if one else 2 * G
     base = x_scale * (0.5 if phase else 1.0)
     j = torch.arange(n_planes, device=X.device, dtype=torch.float64) % G
@@ -248,17 +302,18 @@ def _radix4_planes(X, levels, x_scale, phase, spans, sign_mode):
     B, N = X.shape
     bidx = torch.arange(B, device=X.device).view(-1, 1)
     active = []
+    pl = plane.to(torch.int64) + 1                             # 0: inputs that are zero
     for s, e in spans:
         a = torch.zeros(n_planes + 1, B, dtype=torch.bool, device=X.device)
-        a.index_put_((plane[:, s:e] + 1, bidx.expand(B, e - s)),
+        a.index_put_((pl[:, s:e], bidx.expand(B, e - s)),
                      torch.ones((), dtype=torch.bool, device=X.device))
-        active.append(a[1:])                                   # row 0: inputs that are zero
+        active.append(a[1:])
     used = (torch.stack(active).any(0).any(1) if active
             else torch.zeros(n_planes, dtype=torch.bool, device=X.device))
     if not bool(used.all()):
-        remap = torch.cumsum(used.to(torch.int64), 0) - 1      # old plane -> used plane
-        plane = torch.where(plane >= 0, remap[plane.clamp(min=0)], plane)
+        remap = (torch.cumsum(used.to(torch.int64), 0) - 1).to(torch.int8)  # old -> used plane
+        plane = torch.where(plane >= 0, remap[plane.clamp(min=0).to(torch.int64)], plane)
         w, active = w[used], [a[used] for a in active]
     binary = g == 1 and not one                                 # every digit is 1
-    codes = (plane, None if binary else torch.where(nz, digit, 0.0))
+    codes = (plane, None if binary else torch.where(nz, digit, 0))
     return InputPlanes(None, w, active, int(nz.sum()), one, codes)
