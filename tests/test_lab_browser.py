@@ -46,7 +46,8 @@ def lab(tmp_path_factory):
     proc = subprocess.Popen(
         [jupyter, "lab", "--no-browser", "--allow-root", f"--port={port}", "--ServerApp.ip=127.0.0.1",
          "--IdentityProvider.token=", "--ServerApp.password=", f"--ServerApp.root_dir={root}",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+         "--LabApp.expose_app_in_browser=True"],
         env={**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(settings)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
@@ -131,3 +132,44 @@ def test_student_edition_renders_exercises_without_solutions(lab, browser):
         assert "Exercises" in text and not [r for r in RAW if r in text]
         editors = page.locator(".jp-CodeCell .jp-Editor").all_inner_texts()
         assert any("G = ...   # your answer" in e for e in editors), "no blank answer cell"
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_live_explorer_status_clears_when_its_point_is_abandoned(lab, browser):
+    """Chapter 5 in JupyterLab with a kernel: move to a setting that is not stored (it trains
+    live, with a filling progress bar), then back to a cached one: the status and the bar clear
+    at once and stay clear (the abandoned computation once kept writing them)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{lab}/lab/tree/instructor/ch05_training_live.ipynb?reset")
+        page.wait_for_selector(".myst-exercise-title", timeout=60_000)
+        page.wait_for_function("window.jupyterapp !== undefined", timeout=30_000)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
+                               ".jp-KernelStatus", timeout=60_000)
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        page.wait_for_selector(".imckit-check-right", timeout=240_000)   # the last cells ran
+        status = page.locator("xpath=//*[starts-with(normalize-space(text()), 'computing ')]")
+        bars = ("() => [...document.querySelectorAll('.jp-OutputArea [class*=progress]')]"
+                ".map(e => getComputedStyle(e).visibility)")
+        handle = page.locator(".widget-slider .noUi-handle").nth(1)     # cap mismatch
+        handle.scroll_into_view_if_needed()
+        assert float(handle.get_attribute("aria-valuenow")) == 1      # 0.002, stored
+        assert "visible" not in page.evaluate(bars)
+        handle.focus()
+        page.keyboard.press("ArrowLeft")                                # 0.001: trains live
+        status.first.wait_for(state="visible", timeout=30_000)
+        page.wait_for_function(f"({bars})().includes('visible')", timeout=60_000)   # bar fills
+        handle.focus()
+        page.keyboard.press("ArrowRight")                               # back to the cached point
+        page.wait_for_timeout(1000)
+        assert status.count() == 0 or not status.first.is_visible()
+        page.wait_for_timeout(3000)                                     # the worker's next epoch
+        assert status.count() == 0 or not status.first.is_visible()
+        assert "visible" not in page.evaluate(bars)
+    except Exception:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "lab-live-ch05.png"), full_page=True)
+        raise
+    finally:
+        page.close()
