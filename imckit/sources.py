@@ -45,6 +45,10 @@ SOURCES: dict[str, str] = {
     "LEE22": "S. K. Lee et al., \"A 7-nm Four-Core Mixed-Precision AI Chip With 26.2-TFLOPS "
              "Hybrid-FP8 Training, 104.9-TOPS INT4 Inference, and Workload-Aware "
              "Throttling\", IEEE JSSC 57(1):182-197, 2022, doi:10.1109/JSSC.2021.3120113.",
+    "SCHMID": "H. Schmid, ..., \"A tutorial to switched-capacitor noise analysis by hand\", "
+              "Analog Integrated Circuits and Signal Processing (AICSP); each switch opening "
+              "on a capacitor samples a fresh kT/C (year, volume and full author list not "
+              "confirmed against a stored copy).",
 }
 
 TAGS: dict[str, str] = {

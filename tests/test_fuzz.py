@@ -257,8 +257,9 @@ def config_values():
         "rows": ints(1, 4096), "columns": ints(1, 1024),
         "adc_bits": st.one_of(st.none(), ints(1, 16)), "adc_range": flt(2.0 ** -32, 1.0),
         "adc_calibration": st.sampled_from(["fixed", "percentile", "auto", 1]),
-        "adc_percentile": flt(1e-3, 100.0), "adc_noise_lsb": flt(0.0, 2.0 ** 16),
-        "round_counts": st.sampled_from([True, False, 1, "yes"]),
+        "adc_percentile": flt(1e-3, 100.0), "adc_noise_uv": flt(0.0, 1e6),
+        "adc_lsb_min_uv": flt(0.0, 1e6), "ktc_samplings": ints(1, 16),
+        "round_counts": st.sampled_from([True, False, "auto", 1, "yes"]),
         "cap_unit_ff": flt(1e-6, 1e6), "col_parasitic_ff": flt(0.0, 1e6),
         "cap_mismatch": flt(0.0, 0.5), "thermal_noise": st.sampled_from([True, False, None]),
         "temperature_k": flt(1e-3, 1e6), "v_dd": flt(1e-3, 10.0), "input_levels": ints(2, 256),
@@ -295,7 +296,7 @@ def mvm_case(draw):
     if kind == "radix4":
         x_scale = draw(st.sampled_from([1.0, 0.25, 2.0 ** 20, 3.0]))
         phase = draw(st.sampled_from([0, 1]))
-        top = x_scale * 0.5 ** phase
+        top = x_scale * 2.0 ** phase                    # TPR phase 1: 2S * 4^-k
         grid = [0.0] + [s * top * 4.0 ** -k for k in range(7) for s in (1, -1)]
         xs = draw(st.lists(st.sampled_from(grid), min_size=B * N, max_size=B * N))
         dtype = draw(st.sampled_from([torch.float32, torch.float64]))
@@ -323,7 +324,9 @@ def mvm_case(draw):
             adc_range=draw(st.floats(2.0 ** -32, 1.0)),
             adc_calibration=draw(st.sampled_from(["fixed", "percentile"])),
             adc_percentile=draw(st.floats(1e-3, 100.0)),
-            adc_noise_lsb=draw(st.floats(0.0, 2.0 ** 16)), round_counts=draw(st.booleans()),
+            adc_noise_uv=draw(st.floats(0.0, 1e6)), adc_lsb_min_uv=draw(st.floats(0.0, 1e6)),
+            ktc_samplings=draw(st.integers(1, 16)),
+            round_counts=draw(st.sampled_from([True, False, "auto"])),
             cap_mismatch=draw(st.floats(0.0, 0.5)), temperature_k=draw(st.floats(1.0, 1e6)),
             cap_unit_ff=draw(st.floats(1e-2, 1e3)), col_parasitic_ff=draw(st.floats(0.0, 1e3)),
             v_dd=draw(st.floats(0.1, 5.0)), thermal_noise=draw(st.booleans()),

@@ -26,7 +26,7 @@ def exact(A, X):
 def radix4_values(shape, g, scale=1.0, phase=0, p_zero=0.2):
     """Random values on the radix-4 grid, built directly (not through the simulator)."""
     k = torch.randint(0, 7, shape, generator=g)
-    mag = scale * (0.5 if phase else 1.0) * torch.pow(4.0, -k.to(torch.float64))
+    mag = scale * (2.0 if phase else 1.0) * torch.pow(4.0, -k.to(torch.float64))  # TPR: 2S*4^-k
     sign = torch.where(torch.rand(shape, generator=g) < 0.5, -1.0, 1.0)
     zero = torch.rand(shape, generator=g) < p_zero
     return torch.where(zero, 0.0, sign * mag).to(torch.float32)
@@ -86,6 +86,22 @@ def test_ideal_radix4_scale_and_phase(phase):
         imc.mvm(A, X, IDEAL, x_kind="radix4", x_scale=2.0**-3, phase=1 - phase)
 
 
+@pytest.mark.parametrize("levels,sign_mode", [(2, "two-cycle"), (4, "two-cycle"),
+                                              (2, "one-cycle"), (16, "one-cycle")])
+def test_ideal_radix4_phase1_every_level_up_to_2S(levels, sign_mode):
+    # phase 1 is the grid offset UPWARD (2S, S/2, ..., S/2048; issue 13): every level, both
+    # signs, the top 2S included, through plain and grouped planes
+    S = 2.0 ** -5
+    lv = [2 * S * 4.0 ** -k for k in range(7)]
+    X = torch.tensor([lv + [-v for v in lv] + [0.0], [-v for v in lv] + lv + [0.0]])
+    A = torch.randint(-8, 8, (15, 4), generator=gen(31))
+    cfg = dataclasses.replace(imc.IMCConfig.ideal(input_levels=levels), sign_mode=sign_mode)
+    y = imc.mvm(A, X, cfg, x_kind="radix4", x_scale=S, phase=1)
+    assert torch.equal(y.double(), exact(A, X))
+    with pytest.raises(ValueError, match="radix-4 grid"):             # 2S is not on phase 0
+        imc.mvm(A, X, cfg, x_kind="radix4", x_scale=S, phase=0)
+
+
 def test_ideal_radix4_non_power_of_two_scale():
     g = gen(14)
     A = torch.randint(-8, 8, (64, 5), generator=g)
@@ -143,8 +159,10 @@ def test_work_counts_by_hand():
 
 def test_sigma_thermal_formula():
     cfg = imc.IMCConfig.jia22_16nm()
-    expect = math.sqrt(1.380649e-23 * 300.0 / (1152 * 1e-15)) / 0.8
+    expect = math.sqrt(2 * 1.380649e-23 * 300.0 / (1152 * 1e-15)) / 0.8   # two samplings
     assert cfg.sigma_thermal == pytest.approx(expect, rel=1e-12)
+    one = dataclasses.replace(cfg, ktc_samplings=1)
+    assert one.sigma_thermal == pytest.approx(expect / math.sqrt(2), rel=1e-12)
     assert cfg.sigma_thermal < 0.1 / 255                        # far below an 8-bit LSB
     assert dataclasses.replace(cfg, thermal_noise=False).sigma_thermal == 0.0
 
@@ -322,7 +340,7 @@ def test_adc_exact_with_enough_bits_and_clips_with_small_range():
     A = torch.randint(-8, 8, (1152, 16), generator=g)
     X = torch.randint(0, 16, (5, 1152), generator=g)
     cfg = imc.IMCConfig(adc_bits=12, adc_range=1.0, round_counts=True, cap_mismatch=0.0,
-                        thermal_noise=False)                      # 4095 codes >= 1152 counts
+                        thermal_noise=False, adc_noise_uv=0.0)    # 4095 codes >= 1152 counts
     assert torch.equal(imc.mvm(A, X, cfg).double(), exact(A, X))
     top = float(imc.column_counts(A, X, cfg).max())
     r = imc.calibrate_adc_range(imc.column_counts(A, X, cfg), 1152, percentile=100)
@@ -333,7 +351,8 @@ def test_adc_exact_with_enough_bits_and_clips_with_small_range():
 
 
 def test_adc_clipping_oracle():
-    cfg = imc.IMCConfig(rows=64, adc_bits=6, adc_range=0.5, cap_mismatch=0.0, thermal_noise=False)
+    cfg = imc.IMCConfig(rows=64, adc_bits=6, adc_range=0.5, cap_mismatch=0.0, thermal_noise=False,
+                        adc_noise_uv=0.0, round_counts=False)
     ks = torch.arange(0, 65)
     ys = []
     for k in ks.tolist():
@@ -343,6 +362,52 @@ def test_adc_clipping_oracle():
     oracle = [min(round(k / step), 63) * step for k in ks.tolist()]
     assert ys == pytest.approx(oracle, abs=1e-4)
     assert max(ys) == pytest.approx(32.0, abs=1e-4)               # clipped at half the swing
+
+
+def test_round_counts_auto_follows_the_lsb():
+    """"auto" rounds to integer counts exactly when one LSB is at most one count: 64 rows at
+    6 bits over half the swing (LSB 0.51 counts) recovers every count 0..32; over the full
+    swing (1.02 counts per LSB) it does not round, so the raw codes show."""
+    base = dict(rows=64, adc_bits=6, cap_mismatch=0.0, thermal_noise=False, adc_noise_uv=0.0)
+    fine, coarse = imc.IMCConfig(adc_range=0.5, **base), imc.IMCConfig(adc_range=1.0, **base)
+    for k in range(0, 33):
+        A, X = _ones_column(64, k)
+        kw = dict(a_bits=1, a_signed=False, x_bits=1)
+        assert float(imc.mvm(A, X, fine, **kw)[0, 0]) == k
+        assert float(imc.mvm(A, X, coarse, **kw)[0, 0]) == pytest.approx(round(k * 63 / 64) * 64 / 63)
+
+
+def test_comparator_noise_is_in_volts_not_lsb():
+    """Oracle: the comparator's variance in counts is (uV / V_DD x rows)^2 whatever the range
+    (an LSB-referred model made it shrink with the range)."""
+    rows, uv = 256, 2000.0
+    A, X = _ones_column(rows, 10)
+    X = X.expand(4000, rows).contiguous()
+    for r in (1.0, 0.25):
+        cfg = imc.IMCConfig(rows=rows, adc_bits=12, adc_range=r, cap_mismatch=0.0,
+                            thermal_noise=False, adc_noise_uv=uv, round_counts=False,
+                            adc_lsb_min_uv=0.0)
+        y = imc.mvm(A, X, cfg, a_bits=1, a_signed=False, x_bits=1,
+                    generator=gen(11)).double().view(-1)
+        want = uv * 1e-6 / 0.8 * rows                           # rms in counts
+        lsb = r * rows / 4095
+        assert y.var().item() == pytest.approx(want**2 + lsb**2 / 12, rel=0.08)
+
+
+def test_calibration_never_goes_below_the_lsb_floor():
+    cfg = imc.IMCConfig.jia22_16nm()
+    floor = cfg.adc_range_floor()
+    assert floor == pytest.approx(250e-6 * 255 / 0.8)
+    tiny = torch.tensor([1.0, 2.0, 3.0])                        # would calibrate to 2^-8
+    assert imc.calibrate_adc_range(tiny, 1152, percentile=100) == 2.0 ** -8
+    r = imc.calibrate_adc_range(tiny, 1152, percentile=100, floor=floor)
+    assert r == 0.125 and r * 0.8 / 255 >= 250e-6               # LSB >= 250 uV
+    pc = dataclasses.replace(cfg, adc_calibration="percentile", cap_mismatch=0.0,
+                             thermal_noise=False, adc_noise_uv=0.0)
+    A, X = _ones_column(1152, 3)
+    y = float(imc.mvm(A, X, pc, a_bits=1, a_signed=False, x_bits=1)[0, 0])
+    assert y == 3.0                           # range 1/8: LSB 0.56 counts, "auto" rounds: exact
+    assert imc.IMCConfig.measured().adc_range_floor() == 1.0    # noise-limited: full swing
 
 
 def test_percentile_calibration_mode_matches_explicit_range():
@@ -403,7 +468,7 @@ def test_sqnr_split_16nm_analog_noise_below_quantization():
 
 @pytest.mark.parametrize("field,value", [
     ("adc_bits", 0), ("adc_bits", 17), ("cap_mismatch", -0.1), ("rows", 0), ("columns", 0),
-    ("adc_range", 0.0), ("adc_range", 1.5), ("temperature_k", -1.0), ("adc_noise_lsb", -1.0),
+    ("adc_range", 0.0), ("adc_range", 1.5), ("temperature_k", -1.0), ("adc_noise_uv", -1.0),
     ("input_levels", 1), ("adc_calibration", "auto"), ("v_dd", 0.0)])
 def test_bad_config_names_field_and_value(field, value):
     with pytest.raises(ValueError, match=rf"{field}={value!r}"):
@@ -416,22 +481,22 @@ FLOAT_FIELDS = [f.name for f in dataclasses.fields(imc.IMCConfig) if f.type == "
 @pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
 @pytest.mark.parametrize("field", FLOAT_FIELDS)
 def test_config_rejects_non_finite_floats(field, value):
-    # issue 11: inf passed in temperature_k, adc_noise_lsb, cap_unit_ff, col_parasitic_ff, v_dd
+    # issue 11: inf passed in temperature_k, adc_noise_uv, cap_unit_ff, col_parasitic_ff, v_dd
     # and mvm then returned -3456 for an exact 3
     with pytest.raises(ValueError, match=rf"^{field}={value!r} is not (finite|a number)"):
         imc.IMCConfig(**{field: value})
 
 
 def test_config_float_fields_are_the_ones_checked():
-    assert {"temperature_k", "adc_noise_lsb", "cap_unit_ff", "col_parasitic_ff",
+    assert {"temperature_k", "adc_noise_uv", "adc_lsb_min_uv", "cap_unit_ff", "col_parasitic_ff",
             "v_dd"} <= set(FLOAT_FIELDS)
 
 
 @pytest.mark.parametrize("changes, match", [
     (dict(cap_unit_ff=5e-324, rows=1), r"cap_unit_ff=5e-324.* noise of inf"),   # was 1/0
-    (dict(v_dd=1e-300), r"v_dd=1e-300 give kT/C noise of 6e\+295"),
+    (dict(v_dd=1e-300), r"v_dd=1e-300 give kT/C noise of 8.48e\+295"),
     (dict(temperature_k=1e300), r"^temperature_k=1e\+300.* allowed 0..1"),
-    (dict(adc_noise_lsb=1e308), r"^adc_noise_lsb=1e\+308 is out of range: allowed 0..65536"),
+    (dict(adc_noise_uv=1e308), r"^adc_noise_uv=1e\+308 is out of range: allowed 0..1e\+06"),
     (dict(adc_range=1e-40), r"^adc_range=1e-40 is out of range: allowed 2.32831e-10..1"),
     # found by tests/test_fuzz.py: a 1-bit bipolar ADC has no code but 0 (mvm divided by 0)
     (dict(adc_bits=1, sign_mode="one-cycle"), r"^adc_bits=1 is not allowed with sign_mode")])
@@ -444,9 +509,9 @@ def test_config_rejects_finite_values_that_break_mvm(changes, match):
 def test_config_extremes_within_range_give_finite_mvm():
     A, X = torch.tensor([[7, -8], [3, 1]]), torch.tensor([[15, 15], [1, 0]])
     quiet = dict(cap_unit_ff=5e-324, rows=4, thermal_noise=False)     # no kT/C: no check
-    for cfg in (imc.IMCConfig(**quiet), imc.IMCConfig(rows=4, adc_noise_lsb=2**16),
+    for cfg in (imc.IMCConfig(**quiet), imc.IMCConfig(rows=4, adc_noise_uv=1e6),
                 imc.IMCConfig(rows=4, adc_range=imc.config.ADC_RANGE_MIN),
-                imc.IMCConfig(rows=4, adc_bits=None, temperature_k=1e8, cap_unit_ff=1.0)):
+                imc.IMCConfig(rows=4, adc_bits=None, temperature_k=5e7, cap_unit_ff=1.0)):
         assert torch.isfinite(imc.mvm(A, X, cfg)).all()
 
 

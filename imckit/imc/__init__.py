@@ -12,8 +12,11 @@ Non-idealities, each switchable:
 
 * capacitor mismatch ``C_ij = C_u (1 + eps_ij)``, ``eps_ij ~ N(0, cap_mismatch^2)`` drawn once per
   simulated chip from ``cfg.seed`` and the array (tile) index, then fixed;
-* kT/C thermal noise, fresh every conversion, ``sigma = sqrt(kT / C_col) / V_DD`` of full swing;
-* the ADC: ``adc_bits`` over ``[0, adc_range]`` of the swing, clipping above, optional noise.
+* kT/C thermal noise, fresh every conversion, ``sigma = sqrt(n kT / C_col) / V_DD`` of full
+  swing for the ``n = ktc_samplings`` sampling events of a conversion [SCHMID];
+* the ADC: ``adc_bits`` over ``[0, adc_range]`` of the swing, clipping above, its comparator's
+  noise in volts (``adc_noise_uv``); calibration never picks an LSB finer than
+  ``adc_lsb_min_uv``.
 
 Longer reductions than ``rows`` are split into row tiles whose partial sums add digitally.
 Everything is one matmul per row tile over all planes of a batch (no loops over bits, rows,

@@ -164,7 +164,9 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
 
     Column j of a row tile, in one cycle: the count ``c = sum_i m_i`` (``m_i`` = input digit x
     stored bit) is read as ``R * sum_i C_ij m_i / sum_i C_ij`` over all R capacitors of the column
-    (unused rows hold 0), plus kT/C noise, then digitized: ``code = clip(round(v/r (2^B-1)), 0,
+    (unused rows hold 0), plus noise in volts (kT/C of every sampling event and the ADC
+    comparator's input-referred noise, :attr:`IMCConfig.sigma_thermal`, ``sigma_comparator``),
+    then digitized: ``code = clip(round(v/r (2^B-1)), 0,
     2^B-1)`` for ``v`` the fraction of the column swing (bipolar, ``clip(round(v/r
     (2^(B-1)-1)), -(2^(B-1)-1), 2^(B-1)-1)``, when signed digits share a cycle:
     ``cfg.sign_mode="one-cycle"``); the back end rescales codes to counts and shift-adds them
@@ -177,7 +179,7 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
             ``"unsigned"`` ints 0..2^x_bits-1, binary planes of weight 2^t;
             ``"signed"`` ints with ``|x| <= 2^(x_bits-1)-1``, positive and negative parts applied
             separately (or as +-1 digits in one cycle, ``cfg.sign_mode``); ``"radix4"`` float
-            values 0 or ``+-x_scale*4^(e-7)`` (``*1/2`` for ``phase=1``), e = 1..7: one plane
+            values 0 or ``+-x_scale*4^(e-7)`` (``*2`` for ``phase=1``), e = 1..7: one plane
             per (sign, exponent), or per group of exponents with a multi-level DAC
             (``cfg.input_levels > 2``, :func:`imckit.mapping.radix4_group`); ``"multilevel"``
             ints 0..2^x_bits-1 as base-L digits, L = ``cfg.input_levels`` [LEE21]. A plane
@@ -233,14 +235,20 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
     if calibrate:
         values = _column_values(planes, bits, caps, R, group=row_group, cycles=per_tile)
         r = calibrate_adc_range(torch.cat([v.reshape(-1) for v, _ in values]), R,
-                                percentile=cfg.adc_percentile, levels=L)
-    noisy = cfg.thermal_noise or (cfg.adc_noise_lsb > 0 and cfg.adc_bits is not None)
+                                percentile=cfg.adc_percentile, levels=L,
+                                floor=cfg.adc_range_floor(planes.bipolar))
+    # Analog noise in volts at the column, as a fraction of the swing: kT/C of every sampling
+    # event and the comparator's input-referred noise; in counts it is x fs, in LSB x fs x gain.
+    sig_v = math.hypot(cfg.sigma_thermal, cfg.sigma_comparator)
+    noisy = sig_v > 0
     if cfg.adc_bits is None:                                        # no quantizer: counts direct
-        gain, step, sig = 1.0, 1.0, cfg.sigma_thermal * fs
+        gain, step, sig = 1.0, 1.0, sig_v * fs
     else:
-        q = 2 ** (cfg.adc_bits - 1) - 1 if planes.bipolar else 2**cfg.adc_bits - 1
+        q = cfg.adc_levels(planes.bipolar)
         gain, step = q / (r * fs), r * fs / q                       # count -> code -> count
-        sig = math.hypot(cfg.sigma_thermal * fs * gain, cfg.adc_noise_lsb)
+        sig = sig_v * fs * gain
+    round_counts = (cfg.round_counts if isinstance(cfg.round_counts, bool)
+                    else cfg.adc_bits is not None and step <= 1.0)  # "auto": LSB <= 1 count
     if calibrate:
         for v, _ in values:
             v.mul_(gain)
@@ -254,15 +262,15 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
             v.add_(torch.randn(v.shape, generator=generator, device=dev), alpha=sig)
         if cfg.adc_bits is not None:
             v.round_().clamp_(-q if planes.bipolar else 0, q)
-        if cfg.round_counts:
+        if round_counts:
             v.mul_(step).round_()
         if idx is None and acc is None:
             acc = v
         else:
             acc = torch.zeros(P * B, Mb, device=dev) if acc is None else acc
             acc.add_(v) if idx is None else acc.index_add_(0, idx, v)
-    scale = 1.0 if (cfg.round_counts or cfg.adc_bits is None) else step
-    dt = torch.float64 if cfg.round_counts else torch.float32      # exact sums when exact counts
+    scale = 1.0 if (round_counts or cfg.adc_bits is None) else step
+    dt = torch.float64 if round_counts else torch.float32          # exact sums when exact counts
     y = acc.view(P, B, M, a_bits).to(dt) @ (wa * scale).to(dt)     # (P, B, M)
     y = torch.tensordot(planes.weights.to(device=dev, dtype=dt), y, dims=1).to(out_dtype)
     return (y, work) if report else y
@@ -289,12 +297,17 @@ def column_counts(A, X, cfg: IMCConfig, *, a_bits: int = 4, a_signed: bool = Tru
     return torch.cat([torch.zeros(0, device=X.device)] + [v.reshape(-1) for v, _ in values])
 
 
-def calibrate_adc_range(counts, rows: int, *, percentile: float = 99.9, levels: int = 2) -> float:
+def calibrate_adc_range(counts, rows: int, *, percentile: float = 99.9, levels: int = 2,
+                        floor: float = ADC_RANGE_MIN) -> float:
     """Smallest power-of-two ADC range covering ``percentile`` % of column counts (of their
-    magnitudes, for a bipolar ADC).
+    magnitudes, for a bipolar ADC), and at least ``floor``.
 
     Returns r in (0, 1] as a fraction of the full swing ``rows * (levels - 1)``: a programmable
-    reference set by a shift, as SPEC §2.1 assumes [I]. Never below one count.
+    reference set by a shift, as SPEC §2.1 assumes [I]. Never below one count, nor below
+    ``floor`` (pass :meth:`IMCConfig.adc_range_floor`: the finest LSB the reference allows).
+
+    >>> calibrate_adc_range(torch.tensor([10.0]), 1152, percentile=100, floor=0.0797)
+    0.125
 
     >>> calibrate_adc_range(torch.tensor([10.0, 100.0, 280.0]), 1152, percentile=100)
     0.25
@@ -302,14 +315,16 @@ def calibrate_adc_range(counts, rows: int, *, percentile: float = 99.9, levels: 
     check_range("rows", rows, 1, None, integer=True)
     check_range("percentile", percentile, 0, 100, lo_open=True)
     check_range("levels", levels, 2, 256, integer=True)
+    check_range("floor", floor, ADC_RANGE_MIN, 1)
     c = torch.as_tensor(counts).reshape(-1)
     c = (c if c.is_floating_point() else c.to(torch.float64)).abs()     # bipolar: |count|
     if c.numel() == 0:
         return 1.0
+    lo = 2.0 ** math.ceil(math.log2(floor) - 1e-12)                # a power of two >= floor
     if not bool(torch.isfinite(c).all()):
         raise ValueError(f"counts contains {c[~torch.isfinite(c)][0].item()!r}: column counts "
                          "must be finite")
     k = max(1, min(c.numel(), math.ceil(percentile / 100 * c.numel() - 1e-9)))
     top = max(float(c.kthvalue(k).values), 1.0)
-    frac = max(top / (float(rows) * (levels - 1)), ADC_RANGE_MIN)   # never below the floor
-    return min(1.0, 2.0 ** math.ceil(math.log2(frac) - 1e-12))
+    frac = max(top / (float(rows) * (levels - 1)), ADC_RANGE_MIN)   # never below one count
+    return min(1.0, max(lo, 2.0 ** math.ceil(math.log2(frac) - 1e-12)))
