@@ -27,8 +27,8 @@ def gen(seed=0):
 @pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("phase", [0, 1])
 def test_radix4_values_are_the_spec_grid(scale, phase):
-    top = scale / (2 if phase else 1)
-    mags = [top / 4 ** k for k in range(7)]          # S, S/4, ..., S/4096 (times 1/2 in phase 1)
+    top = scale * (2 if phase else 1)
+    mags = [top / 4 ** k for k in range(7)]          # S, S/4, ..., S/4096 (times 2 in phase 1)
     expected = sorted([-m for m in mags] + [0.0] + mags)
     got = R4.values(scale=scale, phase=phase, dtype=torch.float64)
     assert got.tolist() == expected
@@ -38,7 +38,7 @@ def test_radix4_values_are_the_spec_grid(scale, phase):
 def test_radix4_two_phases_cover_every_power_of_two():
     both = torch.cat([R4.values(1.0, 0), R4.values(1.0, 1)])
     pos = sorted(v for v in both.tolist() if v > 0)
-    assert pos == [2.0 ** -k for k in range(13, -1, -1)]
+    assert pos == [2.0 ** -k for k in range(12, -2, -1)]      # 2S down to S/4096
 
 
 def brute_nearest(x, grid, tie_pick):
@@ -75,10 +75,10 @@ def spanning_values(n, top, seed=0, low=-18, high=3):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_radix4_nearest_equals_brute_force(phase, dtype):
     scale = 2.0 ** -3
-    x = spanning_values(1_000_000 if dtype == torch.float32 else 200_000, scale / 2 ** phase,
+    x = spanning_values(1_000_000 if dtype == torch.float32 else 200_000, scale * 2 ** phase,
                         seed=phase)
     x = x.to(dtype)
-    lv = torch.tensor([scale / 2 ** phase / 4 ** k for k in range(7)], dtype=dtype)
+    lv = torch.tensor([scale * 2 ** phase / 4 ** k for k in range(7)], dtype=dtype)
     ties = torch.cat([2.5 * lv[:-1] / 4, lv[-1:] / 2])             # exact thresholds
     x[-2 * len(ties):] = torch.cat([ties, torch.nextafter(ties, torch.zeros_like(ties))])
     grid = R4.values(scale, phase, dtype=torch.float64)
@@ -98,7 +98,7 @@ def test_radix4_nearest_thresholds_exactly():
 
 @pytest.mark.parametrize("phase", [0, 1])
 def test_radix4_stochastic_is_unbiased_in_every_binade(phase):
-    top = 1.0 / 2 ** phase
+    top = 1.0 * 2 ** phase
     levels = [top / 4 ** k for k in range(6, -1, -1)]
     intervals = [(0.0, levels[0])] + list(zip(levels[:-1], levels[1:]))
     n = 150_000                                           # 7 intervals: ~10^6 samples in all
@@ -116,6 +116,69 @@ def test_radix4_stochastic_is_unbiased_in_every_binade(phase):
         # the same test catches a biased rounding
         qn = quantize(x.abs(), R4, scale=1.0, phase=phase) - x.abs()
         assert abs(qn.mean().item()) > 4 * qn.std().item() / math.sqrt(n)
+
+
+# -- two-phase rounding: phase 1 is the grid offset UPWARD, 2S * 4**-k (issue 13) -----------
+def test_radix4_values_at_both_phases_written_out():
+    assert R4.values(1.0, 0).tolist()[8:] == [4.0 ** -k for k in range(6, -1, -1)]   # ..., S
+    assert R4.values(1.0, 1).tolist()[8:] == [2 * 4.0 ** -k for k in range(6, -1, -1)]  # 2S
+    assert R4.values(0.25, 1, dtype=torch.float64).tolist()[-2:] == [0.125, 0.5]
+    assert R4.clip_range(0.25, 0) == (-0.25, 0.25) and R4.clip_range(0.25, 1) == (-0.5, 0.5)
+    assert R4.decode(torch.tensor([7, 15, 6]), scale=0.25, phase=1).tolist() == [0.5, -0.5, 0.125]
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0 ** -7])
+def test_radix4_phase1_nearest_equals_brute_force_over_hand_grid(scale):
+    # the grid written from SPEC §1.2 (2S * 4**-k), not read from values()
+    grid = torch.tensor(sorted([0.0] + [s * 2 * scale / 4 ** k for k in range(7)
+                                        for s in (1, -1)]), dtype=torch.float64)
+    assert torch.equal(R4.values(scale, 1, dtype=torch.float64), grid)
+    x = spanning_values(300_000, 2 * scale, seed=11)
+    x[:4] = torch.tensor([0.9, -0.6, 0.3, 1.0], dtype=torch.float64) * scale
+    want = brute_nearest(x, grid, ties_up)
+    got = quantize(x, R4, scale=scale, phase=1)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("phase", [0, 1])
+@pytest.mark.parametrize("frac", [0.3, 0.6, 0.9])
+def test_radix4_stochastic_mean_within_one_percent_in_both_phases(phase, frac):
+    S = 2.0 ** -3
+    x = torch.full((100_000,), frac * S)
+    q = quantize(x, R4, scale=S, phase=phase, rounding="stochastic", generator=gen(40 + phase))
+    assert abs(q.mean().item() - frac * S) <= 0.01 * frac * S, (phase, frac, q.mean().item())
+    assert float(q.max()) <= R4.clip_range(S, phase)[1]
+
+
+def test_radix4_old_downward_phase1_grid_was_biased():
+    # the first phase-1 grid was S/2 * 4**-k, i.e. phase 0 at scale S/2: 0.9 S averaged S/2
+    x = torch.full((100_000,), 0.9)
+    old = quantize(x, R4, scale=0.5, rounding="stochastic", generator=gen(3))
+    new = quantize(x, R4, scale=1.0, phase=1, rounding="stochastic", generator=gen(3))
+    assert old.mean().item() == 0.5
+    assert abs(new.mean().item() - 0.9) < 0.009
+
+
+def test_max_gradscale_saturates_nothing_in_either_phase():
+    g = torch.randn(50_000, generator=gen(12)) * 1e-3
+    S = GradScale().scale_for(g)
+    for phase in (0, 1):
+        assert error_stats(g, R4, scale=S, phase=phase).saturated == 0.0
+    assert error_stats(g, R4, scale=S / 2).saturated > 0          # the old phase-1 grid
+
+
+def test_phase1_doubles_the_grid_of_every_format():
+    x = torch.randn(20_000, generator=gen(13), dtype=torch.float64) * 0.4
+    for fmt, scale in ((R4, 0.5), (Int(4), 0.7), (Int(4, signed=False), 0.7), (FP8E4M3, 1.0),
+                       (FP4E2M1, 0.25), (Radix2FP4, 1.0)):
+        assert torch.equal(fmt.values(scale, 1, dtype=torch.float64),
+                           2 * fmt.values(scale, 0, dtype=torch.float64)), fmt.name
+        assert fmt.clip_range(scale, 1) == tuple(2 * v for v in fmt.clip_range(scale, 0))
+        assert torch.equal(quantize(x, fmt, scale=scale, phase=1),
+                           2 * quantize(x / 2, fmt, scale=scale)), fmt.name
+    xs = torch.full((100_000,), 0.9 * 0.7)                     # Int: no clipping below alpha
+    q = quantize(xs, Int(4), scale=0.7, phase=1, rounding="stochastic", generator=gen(14))
+    assert abs(q.mean().item() - 0.63) < 0.01 * 0.63
 
 
 def test_radix4_stochastic_probability_matches_position():
@@ -148,7 +211,7 @@ def test_radix4_saturates_and_keeps_nan():
 @pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("phase", [0, 1])
 def test_radix4_code_layout_and_round_trip(scale, phase):
-    top = scale / 2 ** phase
+    top = scale * 2 ** phase
     codes = torch.tensor([c for c in range(16) if c != 8], dtype=torch.uint8)
     vals = R4.decode(codes, scale=scale, phase=phase)
     expect = [0.0] + [top * 4.0 ** (e - 7) for e in range(1, 8)]
@@ -354,7 +417,7 @@ def test_fp32_is_identity_and_scale_and_phase_rescale():
     assert torch.equal(quantize(x.double(), FP32), x.double())
     y = quantize(x, FP8E4M3, scale=2.0 ** -5)
     assert torch.equal(y, quantize(x * 32, FP8E4M3) / 32)
-    assert torch.equal(quantize(x, FP8E4M3, phase=1), quantize(x * 2, FP8E4M3) / 2)
+    assert torch.equal(quantize(x, FP8E4M3, phase=1), quantize(x / 2, FP8E4M3) * 2)
 
 
 # -- GradScale -----------------------------------------------------------------------------
@@ -635,7 +698,9 @@ def test_clip_scale_int_names_w_beyond_its_scales():
     # found by tests/test_fuzz.py: max|w| > 2**1023 gave a scale quantize then rejected
     with pytest.raises(ValueError, match=r"^w has max\|w\|=1.7e\+308: no INT4 scale covers it"):
         clip_scale(torch.tensor([1.7e308], dtype=F64), Int(4))
-    assert clip_scale(torch.tensor([2.0 ** 1023], dtype=F64), Int(4)) == 2.0 ** 1023
+    assert clip_scale(torch.tensor([2.0 ** 1022], dtype=F64), Int(4)) == 2.0 ** 1022
+    with pytest.raises(ValueError, match="no INT4 scale covers it"):   # phase 1's 2*alpha: inf
+        clip_scale(torch.tensor([2.0 ** 1023], dtype=F64), Int(4))
 
 
 def test_zero_dim_numpy_stays_zero_dim():

@@ -110,8 +110,8 @@ def test_fp32_branches_of_the_function_pass_gradcheck():
 # --------------------------------------------------------------------------- digital oracle
 
 def _radix4_bruteforce(g, S, phase):
-    """Nearest value of the radix-4 grid {0, +-S' 4^-k, k=0..6}, S' = S / 2^phase."""
-    base = S * (0.5 if phase else 1.0)
+    """Nearest value of the radix-4 grid {0, +-S' 4^-k, k=0..6}, S' = S * 2^phase (TPR)."""
+    base = S * (2.0 if phase else 1.0)
     grid = torch.cat([torch.zeros(1, dtype=torch.float64),
                       base * 4.0 ** -torch.arange(7, dtype=torch.float64)])
     idx = (g.abs().double().unsqueeze(-1) - grid).abs().argmin(-1)

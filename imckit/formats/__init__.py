@@ -7,6 +7,8 @@ GradScale, and the base-2 comparison formats, behind one ``quantize`` entry poin
 [0.25, -0.015625]
 >>> formats.quantize(torch.tensor([0.3, -0.02]), fmt, scale=1.0, phase=1).tolist()
 [0.125, -0.03125]
+>>> formats.quantize(torch.tensor([0.9]), fmt, scale=1.0, phase=1).tolist()  # phase 1 tops at 2S
+[0.5]
 >>> formats.quantize(torch.tensor([100.3]), formats.FP8E4M3).tolist()
 [104.0]
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (doctests)
 
-from ._core import PHASES, ROUNDINGS, Format
+from ._core import PHASES, ROUNDINGS, Format, phase_factor
 from .api import CLIP_RULES, ErrorStats, clip_scale, error_stats, quantize, quantize_ste
 from .gradscale import GradScale
 from .integer import INT8, Int, RunningClip, pact_quantize
@@ -33,5 +35,5 @@ __all__ = [
     "Format", "Radix4", "Int", "Minifloat", "GradScale", "RunningClip", "ErrorStats",
     "quantize", "quantize_ste", "pact_quantize", "clip_scale", "error_stats",
     "FP8E4M3", "FP8E5M2", "BF16", "FP16", "FP4E2M1", "Radix2FP4", "INT8", "FP32",
-    "COMPARISON", "ROUNDINGS", "PHASES", "CLIP_RULES", "SPECIALS",
+    "COMPARISON", "ROUNDINGS", "PHASES", "CLIP_RULES", "SPECIALS", "phase_factor",
 ]

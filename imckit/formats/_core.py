@@ -20,7 +20,23 @@ ROUNDINGS = ("nearest", "stochastic")
 """Rounding modes every format supports."""
 
 PHASES = (0, 1)
-"""Two-phase rounding (TPR) phases: phase 1 is the phase-0 grid times 1/2 [SUN20]."""
+"""Two-phase rounding (TPR) phases [SUN20]: phase 1 is the phase-0 grid offset UPWARD by one
+binade (times 2, :func:`phase_factor`). For radix-4 FP4 at scale ``S`` phase 0 holds
+``S * 4**-k`` and phase 1 ``2S * 4**-k`` (k = 0..6): both hold every value in ``[0, S]``
+without clipping, together every power of two from ``2S`` to ``S/4096``. The direction of the
+offset is our choice [I] (SPEC §1.2; the first version offset it down, times 1/2, and clipped
+``(S/2, S]`` in phase 1). Every other format applies the same factor to its grid. In
+:mod:`imckit.nn` phase 0 feeds the backward MVM and phase 1 the weight-gradient MVM (our default,
+``LayerConfig.backward_phase`` / ``weight_grad_phase``)."""
+
+
+def phase_factor(phase: int) -> float:
+    """The factor phase ``phase`` applies to a format's grid: 1 for phase 0, 2 for phase 1.
+
+    >>> phase_factor(0), phase_factor(1)
+    (1.0, 2.0)
+    """
+    return 2.0 if phase else 1.0
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -41,9 +57,9 @@ class Format:
 
     def scale_bounds(self) -> tuple[float, float]:
         """``(lo, hi)``: the scales this format accepts. At ``lo`` the smallest step of the grid
-        (``scale * 2**-phase`` over the levels) is still a normal float64 at both phases, so
-        no step underflows to 0 (which gave 0/0 = NaN)."""
-        return 2.0 * MIN_NORMAL64, MAX_FLOAT64
+        is still a normal float64 at both phases, so no step underflows to 0 (which gave
+        0/0 = NaN); at ``hi`` the phase-1 factor ``scale * 2`` is still finite."""
+        return 2.0 * MIN_NORMAL64, MAX_FLOAT64 / 2
 
     def check_scale(self, scale: Any) -> float:
         """Validate ``scale`` and return it as a python float (finite, within
@@ -99,7 +115,7 @@ def check_scale_bounds(fmt: Format, scale: float) -> float:
     >>> check_scale_bounds(Int(4), 1e-310)
     Traceback (most recent call last):
     ...
-    ValueError: scale=1e-310 is out of range for INT4: allowed 3.1151e-307..8.98847e+307 (steps and levels must stay normal float64 numbers)
+    ValueError: scale=1e-310 is out of range for INT4: allowed 3.1151e-307..4.49423e+307 (steps and levels must stay normal float64 numbers)
     """
     lo, hi = fmt.scale_bounds()
     if not lo <= scale <= hi:

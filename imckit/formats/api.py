@@ -3,8 +3,14 @@
 ``quantize(x, fmt, scale=..., phase=..., rounding=..., generator=...)`` is fake quantization:
 values on the format's grid, in the input's dtype and kind (torch tensor or numpy array).
 For :class:`~imckit.formats.Int` the ``scale`` is the clip value alpha; for the floating
-formats it multiplies the grid (a power of two for radix-4). ``phase=1`` halves the grid
-(two-phase rounding, SPEC §1.2); it is meant for radix-4 and accepted by every format.
+formats it multiplies the grid (a power of two for radix-4). ``phase=1`` doubles the grid: the
+phase-0 grid offset UPWARD by one binade (two-phase rounding, SPEC §1.2; the direction is our
+choice [I]). It is meant for radix-4, where phase 1 holds ``2S * 4**-k`` and so, like phase 0,
+every value in ``[0, S]`` without clipping. Every format accepts it and applies the same factor
+2 so the chapters can compare formats: INT-b then has the clip value ``2*alpha`` and twice the
+step, a minifloat keeps its relative precision but gives up its lowest binade. (The first
+version halved the grid of every format in phase 1, which clipped the top binade, ``(S/2, S]``,
+of whatever the scale rule had fitted, biased even with stochastic rounding; changed for all.)
 NaN stays NaN, +-inf saturates, values above the range saturate (except the non-saturating
 FP32 identity), empty tensors work, integer tensors are rejected (details: :func:`quantize`).
 """
@@ -60,7 +66,8 @@ def quantize(x, fmt: Format, scale=1.0, phase: int = 0, rounding: str = "nearest
         fmt: a format (``Radix4()``, ``Int(4)``, ``FP8E4M3``, ...).
         scale: radix-4: the top level S (a power of two); Int: the clip value alpha;
             minifloats: multiplies the grid. Python float or one-element tensor.
-        phase: 0 or 1; phase 1 uses the grid times 1/2 (two-phase rounding, [SUN20]).
+        phase: 0 or 1; phase 1 uses the grid times 2, the phase-0 grid offset up one binade
+            (two-phase rounding [SUN20]; the direction is ours [I], SPEC §1.2).
         rounding: ``"nearest"`` or ``"stochastic"`` (unbiased; needs ``generator``).
         generator: torch.Generator or int seed; required for stochastic rounding.
 
@@ -78,8 +85,8 @@ def quantize(x, fmt: Format, scale=1.0, phase: int = 0, rounding: str = "nearest
       level at this ``scale`` exceeds that dtype's largest finite number (``Int(4)`` with
       ``scale=1e100`` on float32, ``BF16`` on float16), a finite ``x`` whose grid value lies
       beyond it becomes ``+-inf``, as in a cast; grid values below the dtype's smallest
-      subnormal become ``+-0``. With ``scale * 2**-phase <= finfo(x.dtype).max`` every finite
-      ``x`` gives a finite result.
+      subnormal become ``+-0``. With ``fmt.clip_range(scale, phase)[1] <= finfo(x.dtype).max``
+      every finite ``x`` gives a finite result.
     * ``scale`` must lie within ``fmt.scale_bounds()`` (a step that underflows to 0 would
       give 0/0 = NaN): ValueError naming ``scale`` and the range otherwise.
 
@@ -92,6 +99,10 @@ def quantize(x, fmt: Format, scale=1.0, phase: int = 0, rounding: str = "nearest
     >>> from imckit.formats import Radix4, quantize
     >>> quantize(np.array([0.1, 0.2, 0.35], dtype=np.float32), Radix4(), scale=1.0, phase=1)
     array([0.125, 0.125, 0.5  ], dtype=float32)
+    >>> q = quantize(torch.full((100000,), 0.9), Radix4(), phase=1, rounding="stochastic",
+    ...              generator=0)                   # phase 1 holds 2S: no clipping below S
+    >>> round(q.mean().item(), 2)
+    0.9
     >>> g = torch.Generator().manual_seed(0)
     >>> q = quantize(torch.full((100000,), 0.1), Radix4(), rounding="stochastic", generator=g)
     >>> round(q.mean().item(), 2)

@@ -1,11 +1,12 @@
 """GradScale: a per-layer, power-of-two scale for gradient tensors (SPEC §1.2).
 
 Each layer owns one :class:`GradScale` and asks it for the scale ``S`` of every gradient it
-quantizes (``S`` is the largest representable magnitude of the radix-4 grid, so the scale is a
-shift in hardware).
+quantizes (``S`` is the largest magnitude of the phase-0 radix-4 grid, a power of two, so the
+scale is a shift in hardware; the phase-1 grid tops at ``2S``).
 
 * ``rule="max"`` (the default, SPEC): ``S = 2**ceil(log2(max|g|))`` of the current gradient,
-  so nothing saturates in phase 0 (below ``S_MAX * fmt_max``, beyond any real gradient).
+  so nothing saturates in either TPR phase (below ``S_MAX * fmt_max``, beyond any real
+  gradient).
   Needs the max of the tensor before quantizing it.
 * ``rule="delayed"``: use the previous step's ``S``, which a hardware pipeline knows before the
   gradient arrives, like mixed-precision loss scaling (Micikevicius et al. 2018). When the

@@ -17,7 +17,7 @@ import torch
 
 from .._validate import check_range
 from ._core import (MIN_NORMAL64, Format, as_tensor, back, check_common,
-                    int_tensor, make_generator, uniform_like)
+                    int_tensor, make_generator, phase_factor, uniform_like)
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,12 @@ class Int(Format):
         return 1.0
 
     def delta(self, scale: float = 1.0, phase: int = 0) -> float:
-        """Step between levels: ``alpha / qmax`` (phase 1 halves it)."""
-        return scale * 0.5 ** phase / self.qmax
+        """Step between levels: ``alpha / qmax``; phase 1 doubles it (the clip value is
+        ``2 * alpha``, the grid of every format moves up one binade, :data:`~imckit.formats.PHASES`)."""
+        return scale * phase_factor(phase) / self.qmax
 
     def clip_range(self, scale: float = 1.0, phase: int = 0) -> tuple[float, float]:
-        t = scale * 0.5 ** phase
+        t = scale * phase_factor(phase)
         return (-t if self.signed else 0.0), t
 
     def values(self, scale: float = 1.0, phase: int = 0, *, dtype=torch.float32) -> torch.Tensor:
@@ -77,9 +78,9 @@ class Int(Format):
         return torch.arange(self.qmin, self.qmax + 1, dtype=torch.float64).mul(d).to(dtype)
 
     def scale_bounds(self) -> tuple[float, float]:
-        """``(qmax * 2**-1021, 2**1023)``: the step ``scale * 2**-phase / qmax`` stays a normal
+        """``(qmax * 2**-1021, 2**1022)``: the step ``scale * 2**phase / qmax`` stays a normal
         float64 at both phases, and ``qmax * step`` (which may round up) stays finite."""
-        return self.qmax * 2.0 * MIN_NORMAL64, 2.0 ** 1023
+        return self.qmax * 2.0 * MIN_NORMAL64, 2.0 ** 1022
 
     def _work_dtype(self, x: torch.Tensor, scale: float, phase: int) -> torch.dtype:
         """float32 for float32/half inputs when the step and the top level are normal float32
@@ -87,7 +88,7 @@ class Int(Format):
         step of 1e100/7 is inf, of 1e-300 is 0: both gave NaN)."""
         f32 = torch.finfo(torch.float32)
         if x.dtype != torch.float64 and (f32.tiny <= self.delta(scale, phase)
-                                         and scale * 0.5 ** phase <= f32.max / 2):
+                                         and scale * phase_factor(phase) <= f32.max / 2):
             return torch.float32
         return torch.float64
 

@@ -9,7 +9,9 @@ the radix-4 format. Stochastic rounding rounds up with probability equal to the 
 the lower neighbour over the spacing (unbiased).
 
 The arithmetic is done in float64: every value of these formats, and every spacing, is exact
-there; the result is cast back to the input dtype.
+there; the result is cast back to the input dtype. ``phase=1`` multiplies the grid by 2, as for
+every format (:data:`~imckit.formats.PHASES`): two-phase rounding is radix-4's, and a base-2
+grid times 2 is the same grid with one binade more on top and one fewer at the bottom.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .._validate import check_choice, check_range
-from ._core import Format, pow2, uniform_like
+from ._core import Format, phase_factor, pow2, uniform_like
 
 SPECIALS = ("ieee", "fn", "none")
 """How the all-ones exponent is used: ``ieee`` reserves it for inf/NaN (fp16, bf16, E5M2);
@@ -107,7 +109,7 @@ class Minifloat(Format):
         return 2.0 ** (self.emin - (self.man_bits if self.subnormals else 0))
 
     def clip_range(self, scale: float = 1.0, phase: int = 0) -> tuple[float, float]:
-        t = self.max_value * scale * 0.5 ** phase
+        t = self.max_value * scale * phase_factor(phase)
         return -t, t
 
     def values(self, scale: float = 1.0, phase: int = 0, *, dtype=torch.float32) -> torch.Tensor:
@@ -115,7 +117,7 @@ class Minifloat(Format):
         if self.exp_bits + self.man_bits > 16:
             raise ValueError(f"{self.name} has 2**{self.exp_bits + self.man_bits} codes per "
                              "sign: values() enumerates at most 2**16")
-        s = self.check_scale(scale) * 0.5 ** phase
+        s = self.check_scale(scale) * phase_factor(phase)
         e = torch.arange(1 << self.exp_bits, dtype=torch.int64)[:, None]
         f = torch.arange(1 << self.man_bits, dtype=torch.float64)[None, :]
         frac = f / 2 ** self.man_bits
@@ -127,7 +129,7 @@ class Minifloat(Format):
 
     # -- rounding -----------------------------------------------------------------------
     def _quantize(self, x, scale, phase, rounding, generator):
-        s = scale * 0.5 ** phase
+        s = scale * phase_factor(phase)
         a = x.to(torch.float64).abs()
         if s != 1.0:
             a.div_(s)

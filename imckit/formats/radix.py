@@ -3,7 +3,12 @@
 A 4-bit code is 1 sign bit and a 3-bit exponent field ``e`` (no mantissa). ``e = 0`` is zero;
 ``e = 1..7`` is the magnitude ``S * 4**(e - 7)``: ``S/4096, S/1024, ..., S/4, S``. The scale
 ``S`` is a power of two, so rescaling is a shift. Phase 1 of two-phase rounding (TPR) uses the
-same grid times 1/2; the two phases together cover every power of two from ``S`` to ``S/8192``.
+same grid offset UPWARD by one binade, ``2S * 4**-k`` (k = 0..6: ``2S, S/2, ..., S/2048``).
+Both phases hold every value in ``[0, S]`` without clipping (with GradScale's ``max`` rule
+nothing saturates in either phase, and stochastic rounding is unbiased up to ``S``); together
+they cover every power of two from ``2S`` to ``S/4096``. TPR is SUN20's; the upward direction
+is our choice [I] (SPEC §1.2). In :mod:`imckit.nn` phase 0 feeds the backward MVM and phase 1
+the weight-gradient MVM (``LayerConfig.backward_phase`` / ``weight_grad_phase``, our default).
 
 Rounding between adjacent levels ``lo < |x| < hi = 4*lo``:
 
@@ -25,7 +30,7 @@ import torch
 
 from .._validate import check_range
 from ._core import (Format, as_tensor, back, int_tensor, check_common, check_scale, log2_int,
-                    make_generator, uniform_like)
+                    make_generator, phase_factor, uniform_like)
 
 # (integer view dtype, mantissa bits, exponent bits) of the float dtypes we compute in.
 _BITS = {torch.float32: (torch.int32, 23, 8), torch.float64: (torch.int64, 52, 11)}
@@ -66,6 +71,10 @@ class Radix4(Format):
     [6, 6, 15, 7, 0]
     >>> fmt.decode(fmt.encode(x[:5], scale=1.0), scale=1.0).tolist()
     [0.25, 0.25, -1.0, 1.0, 0.0]
+    >>> fmt.values(scale=1.0, phase=1).tolist()[8:]                  # 2S * 4**-k
+    [0.00048828125, 0.001953125, 0.0078125, 0.03125, 0.125, 0.5, 2.0]
+    >>> quantize(torch.tensor([0.9, 1.0]), fmt, scale=1.0, phase=1).tolist()  # 2.5*0.5 = 1.25
+    [0.5, 0.5]
     """
 
     exp_bits: int = 3
@@ -92,8 +101,9 @@ class Radix4(Format):
         return 1.0
 
     def scale_bounds(self) -> tuple[float, float]:
-        """``(2**(2*levels - 1020), 2**1022)``: every level of both phases' grids, and a
-        quarter of the smallest (the rounding threshold), is a normal float64."""
+        """``(2**(2*levels - 1020), 2**1022)``: every level of both phases' grids (phase 1's
+        top ``2S`` at most ``2**1023``), and a quarter of the smallest (the rounding
+        threshold), is a normal float64."""
         return 2.0 ** (2 * self.levels - 1020), 2.0 ** 1022
 
     def check_scale(self, scale) -> float:
@@ -106,8 +116,8 @@ class Radix4(Format):
         return s
 
     def top(self, scale: float = 1.0, phase: int = 0) -> float:
-        """The largest magnitude ``S * 2**-phase``."""
-        return scale * 0.5 ** phase
+        """The largest magnitude: ``S`` in phase 0, ``2S`` in phase 1."""
+        return scale * phase_factor(phase)
 
     def smallest(self, scale: float = 1.0, phase: int = 0) -> float:
         """The smallest nonzero magnitude ``top * 4**-(levels-1)``."""
@@ -118,7 +128,7 @@ class Radix4(Format):
         return -t, t
 
     def values(self, scale: float = 1.0, phase: int = 0, *, dtype=torch.float32) -> torch.Tensor:
-        """All ``2*levels + 1`` representable values, sorted (phase 1: the grid times 1/2)."""
+        """All ``2*levels + 1`` representable values, sorted (phase 1: the grid times 2)."""
         check_common("nearest", phase, None)
         t = self.top(self.check_scale(scale), phase)
         mags = [t * 4.0 ** -(self.levels - 1 - k) for k in range(self.levels)]

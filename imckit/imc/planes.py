@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..formats import phase_factor
 from ..mapping.arrays import radix4_group, row_tiles
 
 X_KINDS = ("unsigned", "signed", "radix4", "multilevel")
@@ -160,7 +161,7 @@ def radix4_codes(X, x_scale, phase):
 
 def _radix4_exponents(X, x_scale, phase):
     """``(e - 1, X < 0)`` per input: e0 int8 in 0..6, -1 for zero; ValueError off the grid."""
-    base = x_scale * (0.5 if phase else 1.0)
+    base = x_scale * phase_factor(phase)                 # phase 1: 2S * 4^-k (TPR)
     Xf = X if X.is_floating_point() else X.to(torch.float64)
     mag = Xf.abs()
     nz = mag > 0
@@ -292,7 +293,7 @@ def _radix4_planes(X, levels, x_scale, phase, spans, sign_mode):
         if one:                                                # <= 64: radix4_group
             digit = torch.where(neg, -digit, digit)
     n_planes = G if one else 2 * G
-    base = x_scale * (0.5 if phase else 1.0)
+    base = x_scale * phase_factor(phase)
     j = torch.arange(n_planes, device=X.device, dtype=torch.float64) % G
     w = base * torch.pow(4.0, j * g + 1 - 7)
     if not one:
