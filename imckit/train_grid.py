@@ -114,11 +114,13 @@ def layer_overrides(placement: str, adaptability: str = "full", adc_bits: int = 
     """Keyword overrides for :func:`imckit.nn.convert` at one point.
 
     The fp32 baseline is converted too (every MVM at ``placement="fp32"``, which trains exactly
-    as the unconverted model) so that it records its work like every other run.
+    as the unconverted model) so that it records its work like every other run. Every layer is
+    mapped (``keep_ends=False``), the first and last included: the two small networks have two
+    and three layers, and keeping the ends off the arrays would leave nothing or one layer on them.
     """
     if placement in ("fp32", "digital"):
-        return {"placement": placement}
-    return {"adaptability": adaptability,
+        return {"placement": placement, "keep_ends": False}
+    return {"adaptability": adaptability, "keep_ends": False,
             "imc": imc.IMCConfig.jia22_16nm(adc_bits=adc_bits, cap_mismatch=cap_mismatch)}
 
 

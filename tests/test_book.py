@@ -85,6 +85,13 @@ PAGES_WITH_EXPLORERS = [c for c in CHAPTERS
                         and "widgets.explore" in (ROOT / f"{c}.ipynb").read_text()]
 
 
+def _number(text):
+    try:
+        return float(text.strip())
+    except ValueError:
+        return None
+
+
 def _visible_figures(page):
     return [img.get_attribute("src") for img in page.locator(".widget-image:visible").all()]
 
@@ -111,15 +118,20 @@ def test_page_renders_offline_with_math_and_working_sliders(browser, built_book,
         boxes = page.locator(".widget-vbox:has(> .widget-slider), .widget-vbox:has(> .widget-toggle-buttons)")
         assert boxes.count() >= n_expected, "an explorer did not render its controls"
         moved = 0
-        for handle in page.locator(".widget-slider .noUi-handle").all():
+        for slider in page.locator(".widget-slider:has(.noUi-handle)").all():
+            handle, readout = slider.locator(".noUi-handle"), slider.locator(".widget-readout")
             handle.scroll_into_view_if_needed()
-            before = _visible_figures(page)
+            before, shown = _visible_figures(page), _number(readout.inner_text())
             handle.focus()
             now = int(float(handle.get_attribute("aria-valuenow")))
             top = int(float(handle.get_attribute("aria-valuemax")))
-            page.keyboard.press("ArrowLeft" if now == top else "ArrowRight")
+            right = now != top
+            page.keyboard.press("ArrowRight" if right else "ArrowLeft")
             page.wait_for_timeout(150)
             assert _visible_figures(page) != before, "a slider moved but the figure did not change"
+            after = _number(readout.inner_text())
+            if shown is not None and after is not None:       # values run low to high
+                assert (after > shown) == right, f"slider runs backwards: {shown} -> {after}"
             moved += 1
         for group in page.locator(".widget-toggle-buttons").all():
             buttons = group.locator("button")
