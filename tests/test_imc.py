@@ -311,6 +311,48 @@ def test_trusted_radix4_planes_equal_checked_ones():
         assert all(torch.equal(p, q) for p, q in zip(a.codes, b.codes) if p is not None)
 
 
+# ------------------------------------------------------------------ noise budget
+
+def test_noise_budget_ktc_matches_analytic_variance():
+    """Oracle: one binary plane, 1-bit stored ones, no ADC: each output's kT/C error is one
+    conversion's noise, sigma_thermal x rows counts; its power is that squared."""
+    cfg = imc.IMCConfig.jia22_16nm(temperature_k=3000.0)      # loud enough to measure
+    rows = cfg.rows
+    A = torch.ones(rows, 64, dtype=torch.int64)
+    X = (torch.rand(400, rows, generator=gen(12)) < 0.3).to(torch.int64)
+    b = imc.noise_budget(A, X, cfg, a_bits=1, a_signed=False, x_bits=1, generator=gen(13))
+    want = (cfg.sigma_thermal * rows) ** 2
+    assert b.error_power["ktc"] == pytest.approx(want, rel=0.05)
+    assert b.error_power["mismatch"] > 0 and b.adc_range >= cfg.adc_range_floor()
+
+
+def test_noise_budget_causes_add_up_and_operand_error_is_rounding():
+    g = gen(14)
+    for kind in imc.MVM_KINDS:
+        A, X, kw, Af, Xf = imc.training_operands(kind, 300, generator=g)
+        assert A.shape[0] == X.shape[1] == 300
+        assert torch.equal(A, torch.round(A)) and A.abs().max() <= 15
+        b = imc.noise_budget(A, X, imc.IMCConfig.jia22_16nm(), A_float=Af, X_float=Xf,
+                             generator=gen(15), **kw)
+        e = b.error_power
+        assert 0 < e["operand"] < b.signal_power               # rounding, not garbage
+        assert e["analog"] > 0 and e["comparator"] > 0 and e["ktc"] > 0
+        assert b.lsb_counts == pytest.approx(b.adc_range * 1152 / 255)
+        quiet = imc.IMCConfig.jia22_16nm(cap_mismatch=0.0, thermal_noise=False, adc_noise_uv=0.0)
+        q = imc.noise_budget(A, X, quiet, generator=gen(15), **kw)
+        assert q.error_power["analog"] == 0 and q.error_power["ktc"] == 0
+
+
+def test_budget_point_is_strict_json_and_reproducible():
+    import json
+    a = imc.budget_point("backward", 144, "measured", seed=1)
+    assert a == imc.budget_point("backward", 144, "measured", seed=1)
+    json.dumps(a, allow_nan=False)
+    assert a["adc_range"] == 1.0                                # noise-limited preset
+    with pytest.raises(ValueError, match="preset='ideal'"):
+        imc.budget_point(preset="ideal")
+
+
 # ------------------------------------------------------------------ ADC
 
 def _ones_column(N, k):

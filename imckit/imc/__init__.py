@@ -31,10 +31,12 @@ True
 """
 from __future__ import annotations
 
-from .analysis import SQNRSplit, sqnr_split
+from .analysis import (MVM_KINDS, NoiseBudget, budget_point, noise_budget, sqnr_split,
+                       SQNRSplit, training_operands)
 from .array import calibrate_adc_range, column_counts, mvm
 from .config import BOLTZMANN, IMCConfig
 from .planes import X_KINDS
 
 __all__ = ["IMCConfig", "mvm", "column_counts", "calibrate_adc_range", "sqnr_split", "SQNRSplit",
+           "noise_budget", "NoiseBudget", "training_operands", "budget_point", "MVM_KINDS",
            "X_KINDS", "BOLTZMANN"]
