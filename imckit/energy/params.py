@@ -115,6 +115,12 @@ def adc_energy_pj(bits, e4_pj: float = 0.07, e8_pj: float = 0.13, corner_bits: f
     over above ``corner_bits``. The three coefficients are fixed by ADCMODEL's 16 nm values at
     4 and 8 bits [S2]/[D] and the corner [I]. ``bits`` may be a float, int or numpy array.
 
+    It does not depend on the ADC's reference range (``IMCConfig.adc_range``): the survey
+    envelope is per conversion at a given resolution, and the part that does scale with the
+    reference (the capacitive DAC's switching, ~C V_ref^2) only shrinks at a smaller range, so
+    a range-independent price is an upper bound [I]. The energy model therefore needs no
+    ranges from the work record.
+
     >>> round(adc_energy_pj(8), 6), round(adc_energy_pj(4), 6)
     (0.13, 0.07)
     >>> adc_energy_pj(12) / adc_energy_pj(10) > adc_energy_pj(8) / adc_energy_pj(6)
