@@ -88,7 +88,8 @@ def cmd_noise(args, argv) -> Path:
             "sqnr_db.analog", "sqnr_db.all", "sqnr_db.operand", "analog_below_adc_db",
             "analog_below_operand_db", "adc_range", "lsb_counts"]
     summary = experiments.summarize(
-        rows, ["preset", "mvm", "rows_filled", "cap_unit_ff", "cap_mismatch"], keys)
+        rows, ["preset", "mvm", "rows_filled", "cap_unit_ff", "cap_mismatch", "adc_noise_uv"],
+        keys)
     return _write("claims_noise_mvms.json", {
         "schema": "imckit.claims_noise/2",
         "what": "Noise budget of the three training MVMs (imckit.imc.analysis.budget_point): "

@@ -224,12 +224,12 @@ def training_operands(mvm_kind: str, reduction: int, *, outputs: int = 64, vecto
 
 def budget_point(mvm: str = "forward", rows_filled: int = 1152, preset: str = "jia22_16nm",
                  cap_unit_ff: float | None = None, cap_mismatch: float | None = None,
-                 adc_bits: int = 8, seed: int = 0) -> dict:
+                 adc_noise_uv: float | None = None, adc_bits: int = 8, seed: int = 0) -> dict:
     """One point of the per-MVM noise budget sweep (``experiments/noise_budget.yaml``).
 
     The array keeps its 1152 rows (kT/C of the whole column); ``rows_filled`` is the
-    reduction length. ``preset``: ``"jia22_16nm"`` or ``"measured"``; ``cap_unit_ff`` /
-    ``cap_mismatch`` override the preset's. Returns SQNR per cause (dB), the analog error
+    reduction length. ``preset``: ``"jia22_16nm"`` or ``"measured"``; ``cap_unit_ff``,
+    ``cap_mismatch`` and ``adc_noise_uv`` override the preset's. Returns SQNR per cause (dB), the analog error
     below the ADC's and below the operands' quantization error (dB; positive = smaller), the
     calibrated range and the LSB in counts.
     """
@@ -241,6 +241,8 @@ def budget_point(mvm: str = "forward", rows_filled: int = 1152, preset: str = "j
         changes["cap_unit_ff"] = cap_unit_ff
     if cap_mismatch is not None:
         changes["cap_mismatch"] = cap_mismatch
+    if adc_noise_uv is not None:
+        changes["adc_noise_uv"] = adc_noise_uv
     cfg = getattr(IMCConfig, preset)(**changes)
     g = torch.Generator().manual_seed(seed)
     A, X, kw, Af, Xf = training_operands(mvm, rows_filled, generator=g)
