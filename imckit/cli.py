@@ -127,8 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="relative std of the unit capacitors (>= 0); default: the 16 nm preset's")
     h.add_argument("--adc-bits", type=_number(int, 1, 16), default=None, metavar="B",
                    help="ADC resolution in bits (1..16); default: the 16 nm preset's")
-    h.add_argument("--keep-ends", action="store_true",
-                   help="keep the first and last layers at higher precision (as SUN20 did)")
+    h.add_argument("--recipe", choices=("sun20", "strict"), default="sun20",
+                   help="sun20: first and last layers at --ends-placement, SAWB weight clips, "
+                   "learned PACT activation clips, adaptive per-layer gradient scale; strict: "
+                   "every layer mapped, max weight clip, running-percentile activation clip, "
+                   "max gradient scale (imckit.nn.RECIPES)")
+    h.add_argument("--keep-ends", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the first and last layers at higher precision, as SUN20 did "
+                   "(default: the recipe's; --no-keep-ends maps every layer, keeping the "
+                   "recipe's clip rules)")
     h.add_argument("--ends-placement", choices=DIGITAL_PLACEMENTS, default="fp32",
                    help="what the kept first and last layers compute (with --keep-ends)")
     o = t.add_argument_group("optimization")
@@ -269,13 +276,20 @@ def _build(args, parser, device, imc_cfg):
     if args.placement != "fp32":                # fp32: the plain torch model, the baseline
         from . import nn as inn
         try:                                    # seed: the layers' noise / rounding generators
-            model = inn.convert(model, placement=args.placement, adaptability=args.adaptability,
+            model = inn.convert(model, recipe=args.recipe, placement=args.placement,
+                                adaptability=args.adaptability,
                                 fallback_placement=args.fallback_placement,
-                                keep_ends=args.keep_ends, ends_placement=args.ends_placement,
+                                keep_ends=_keep_ends(args), ends_placement=args.ends_placement,
                                 imc=imc_cfg, seed=args.seed)
         except ValueError as e:
             parser.error(str(e))
     return ds, model.to(device)
+
+
+def _keep_ends(args) -> bool:
+    """``--keep-ends`` / ``--no-keep-ends``, else the recipe's."""
+    from .nn.config import RECIPES
+    return RECIPES[args.recipe]["keep_ends"] if args.keep_ends is None else args.keep_ends
 
 
 def _check_out(text: str | None, parser) -> Path | None:
@@ -391,7 +405,8 @@ def _train(args, parser) -> int:
               "adc_bits": getattr(imc_cfg, "adc_bits", args.adc_bits),
               "fallback_placement": args.fallback_placement,
               "sign_mode": getattr(imc_cfg, "sign_mode", args.sign_mode),
-              "keep_ends": args.keep_ends, "ends_placement": args.ends_placement,
+              "recipe": args.recipe, "keep_ends": _keep_ends(args),
+              "ends_placement": args.ends_placement,
               "epochs": args.epochs, "batch_size": args.batch_size,
               "lr": args.lr, "momentum": args.momentum, "weight_decay": args.weight_decay,
               "schedule": args.schedule, "seed": args.seed, "device": device.type}
@@ -434,6 +449,7 @@ def _run_training(args, parser, out, config, device, imc_cfg) -> int:
 
     print(f"imckit train: {args.dataset} ({len(ds.y_train)} train / {len(ds.y_test)} test), "
           f"{args.model}, placement {args.placement}, adaptability {args.adaptability}, "
+          f"recipe {args.recipe}{'' if _keep_ends(args) else ' (every layer mapped)'}, "
           f"device {device.type}", flush=True)
     try:
         hist = train.fit(model, ds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

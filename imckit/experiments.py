@@ -153,7 +153,8 @@ def accuracy(dataset: str = "mnist5k", model: str = "mlp", adaptability: str = "
              cap_mismatch: float = 0.002, adc_bits: int = 8, placement: str = "imc",
              epochs: int = 3, seed: int = 0, *, hidden: Sequence[int] = (64,),
              batch_size: int = 64, lr: float = 0.1, momentum: float = 0.9,
-             weight_decay: float = 0.0, schedule: str = "cosine", keep_ends: bool = False,
+             weight_decay: float = 0.0, schedule: str = "cosine", recipe: str = "sun20",
+             keep_ends: bool | None = None,
              data_dir: str | None = None, augment: str | None = None, threads: int = 1,
              baselines: Iterable[str] = BASELINES, device: str = "cpu") -> dict:
     """Train one network and return its accuracy, history, recorded work and energy savings.
@@ -171,6 +172,9 @@ def accuracy(dataset: str = "mnist5k", model: str = "mlp", adaptability: str = "
             (INT4 / radix-4 products computed exactly: the digital-radix-4 reference) or
             ``imc`` (simulated arrays).
         epochs: training epochs; seed: weights, data order, chip and noise.
+        recipe: ``sun20`` (default: first and last layers kept at fp32, SAWB, PACT, adaptive
+            GradScale) or ``strict`` (every layer mapped, our first rules); see
+            :data:`imckit.nn.RECIPES`. ``keep_ends`` overrides the recipe's (None: keep it).
         threads: torch CPU threads while training (1 = best for parallel sweeps; 0 = leave).
         baselines: digital baselines the recorded work is priced against.
         device: torch device.
@@ -194,6 +198,9 @@ def accuracy(dataset: str = "mnist5k", model: str = "mlp", adaptability: str = "
     check_range("epochs", epochs, 1, None, integer=True)
     check_range("seed", seed, 0, None, integer=True)
     check_range("threads", threads, 0, None, integer=True)
+    check_choice("recipe", recipe, ("sun20", "strict"))
+    if keep_ends is not None:
+        check_choice("keep_ends", keep_ends, (True, False))
     baselines = list(baselines)
     for b in baselines:
         check_choice("baselines", b, list(energy.BASELINES))
@@ -205,8 +212,9 @@ def accuracy(dataset: str = "mnist5k", model: str = "mlp", adaptability: str = "
 
             cfg = imc.IMCConfig.jia22_16nm(cap_mismatch=cap_mismatch, adc_bits=adc_bits,
                                            seed=seed)
-            net = inn.convert(net, placement=placement, adaptability=adaptability, imc=cfg,
-                              keep_ends=keep_ends, seed=seed)
+            ends = {} if keep_ends is None else {"keep_ends": keep_ends}
+            net = inn.convert(net, recipe=recipe, placement=placement,
+                              adaptability=adaptability, imc=cfg, seed=seed, **ends)
         net = net.to(device)
         hist, diverged = train.History(), None
         try:                                   # a diverged run is a result, not a failure

@@ -49,6 +49,15 @@ SOURCES: dict[str, str] = {
               "Analog Integrated Circuits and Signal Processing (AICSP); each switch opening "
               "on a capacitor samples a fresh kT/C (year, volume and full author list not "
               "confirmed against a stored copy).",
+    "LUQ": "B. Chmiel, R. Banner, E. Hoffer, H. Ben Yaacov, D. Soudry, \"Logarithmic Unbiased "
+           "Quantization: Simple 4-bit Training in Deep Learning\", arXiv 2112.10769, 2021, "
+           "doi:10.48550/arXiv.2112.10769.",
+    "PACT": "J. Choi, Z. Wang, S. Venkataramani, P. I.-J. Chuang, V. Srinivasan, "
+            "K. Gopalakrishnan, \"PACT: Parameterized Clipping Activation for Quantized Neural "
+            "Networks\", arXiv 1805.06085, 2018.",
+    "SAWB": "J. Choi et al. (IBM), statistics-aware weight binning (SAWB), 2018; the zero-aligned "
+            "4-bit coefficients read from IBM's FMS Model Optimizer "
+            "(fms_mo/quant/quantizers.py, sawb_params_code, code 403).",
 }
 
 TAGS: dict[str, str] = {

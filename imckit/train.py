@@ -26,6 +26,12 @@ checkpoint, from the end of the last finished epoch, is kept.
 
 A checkpoint that cannot be read (empty, truncated, not written by this loop) raises
 :class:`CheckpointError` naming it; delete it (CLI: ``--restart``) to start over.
+
+Checkpoints carry a format number (:data:`CKPT_FORMAT`). Format 1 predates the learned clip
+parameters of the sun20 recipe (a PACT ``a_alpha`` per quantized layer); format 2 may hold
+them. A format-1 checkpoint is migrated when the model has no parameter or buffer the
+checkpoint lacks (a strict-recipe or fp32 model), and refused naming the missing entries
+otherwise; a format newer than this loop reads is refused (:class:`CheckpointError`).
 """
 from __future__ import annotations
 
@@ -46,11 +52,13 @@ from tqdm.auto import tqdm
 from ._validate import check_choice, check_range
 
 __all__ = ["History", "Callback", "LivePlot", "fit", "iter_fit", "learning_rate", "SCHEDULES",
-           "DivergenceError", "CheckpointError"]
+           "DivergenceError", "CheckpointError", "CKPT_FORMAT"]
 
 SCHEDULES = ("constant", "cosine", "step")
 AUGMENTS = (None, "crop-flip")
-_CKPT_FORMAT = 1
+CKPT_FORMAT = 2
+"""Format number of the checkpoints this loop writes (module docstring: 1 -> 2 added learned
+clip parameters)."""
 
 
 class DivergenceError(RuntimeError):
@@ -235,6 +243,29 @@ def _load_checkpoint(path: Path) -> dict:
     return state
 
 
+def _migrate(state: dict, model: nn.Module, path: Path) -> dict:
+    """``state`` readable by the current format, or :class:`CheckpointError` saying why not."""
+    fmt = state.get("format")
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
+        raise CheckpointError(f"checkpoint={str(path)!r} has format={fmt!r}, not an imckit "
+                              f"checkpoint format (1..{CKPT_FORMAT}); delete it (CLI: "
+                              "--restart) to start over")
+    if fmt > CKPT_FORMAT:
+        raise CheckpointError(f"checkpoint={str(path)!r} has format {fmt}, written by a newer "
+                              f"imckit (this one reads formats 1..{CKPT_FORMAT}): resume it "
+                              "with that version, or delete it (CLI: --restart)")
+    if fmt == 1:
+        missing = sorted(set(model.state_dict()) - set(state["model"]))
+        if missing:
+            raise CheckpointError(
+                f"checkpoint={str(path)!r} has format 1, written before the learned clip "
+                f"parameters of the sun20 recipe, and lacks {missing[:3]}"
+                f"{' and more' if len(missing) > 3 else ''} of this model: resume it with "
+                "recipe='strict' settings, or delete it (CLI: --restart) to start over")
+        state = {**state, "format": CKPT_FORMAT}
+    return state
+
+
 @contextlib.contextmanager
 def _own_rng(state: dict, device: torch.device):
     """Swap the loop's global RNG stream in for the block; keep its advanced state in ``state``."""
@@ -380,8 +411,8 @@ def iter_fit(model: nn.Module, dataset, *, epochs: int = 10, batch_size: int = 6
     backoff = {"lr_scale": 1.0, "halvings": 0, "streak": 0}
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.exists():
-        state = _load_checkpoint(ckpt)
-        if state.get("format") != _CKPT_FORMAT or state.get("config") != run_config:
+        state = _migrate(_load_checkpoint(ckpt), model, ckpt)
+        if state.get("config") != run_config:
             old = state.get("config") or {}
             diff = sorted(k for k in set(old) | set(run_config) if old.get(k) != run_config.get(k))
             raise ValueError(f"checkpoint={str(ckpt)!r} was written by a run with other settings "
@@ -451,7 +482,7 @@ def iter_fit(model: nn.Module, dataset, *, epochs: int = 10, batch_size: int = 6
         })
         history.work = collect(model)
         if ckpt is not None:
-            _save_atomic({"format": _CKPT_FORMAT, "config": run_config,
+            _save_atomic({"format": CKPT_FORMAT, "config": run_config,
                           "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "data_gen": data_gen.get_state(), "rng_cpu": rng["cpu"],
                           "rng_cuda": rng["cuda"],

@@ -154,13 +154,28 @@ def test_imc_run_records_work(capsys, tmp_path):
     out = tmp_path / "imc.json"
     assert cli.main(["train", "--epochs", "1", "--placement", "imc", "--adaptability", "two-level",
                      "--adc-bits", "6", "--cap-mismatch", "0.004", "--no-progress", "--threads", "1",
-                     "--out", str(out)]) == 0
+                     "--recipe", "strict", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["config"]["adc_bits"] == 6 and result["config"]["cap_mismatch"] == 0.004
+    assert result["config"]["recipe"] == "strict" and result["config"]["keep_ends"] is False
     layers = result["work"]["layers"]
     assert len(layers) == 2
     assert {"forward", "backward", "weight_grad"} <= set(layers[0]["mvms"])
     assert layers[0]["mvms"]["forward"]["conversions"] > 0
+
+
+@pytest.mark.parametrize("flags, kept", [([], True), (["--no-keep-ends"], False),
+                                         (["--recipe", "strict"], False)])
+def test_every_layer_mapped_is_one_flag_away(tmp_path, flags, kept):
+    """issue 13: the sun20 recipe keeps the ends; --no-keep-ends (or --recipe strict) maps
+    every layer."""
+    out = tmp_path / "run.json"
+    assert cli.main(["train", "--epochs", "1", "--placement", "digital", "--hidden", "16,16",
+                     "--no-progress", "--threads", "1", *flags, "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["keep_ends"] is kept
+    pls = [lay["mvms"]["forward"]["placement"] for lay in result["work"]["layers"]]
+    assert pls == (["fp32", "digital", "fp32"] if kept else ["digital"] * 3)
 
 
 def test_fallback_sign_mode_and_ends_are_one_setting_each(tmp_path):

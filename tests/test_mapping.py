@@ -19,6 +19,16 @@ from imckit import energy as E
 from imckit import imc, mapping, models
 from imckit import nn as inn
 
+
+@pytest.fixture(autouse=True)
+def _strict_recipe(monkeypatch):
+    """These tests check the layer machinery with the strict recipe's rules, which their
+    hand-written oracles follow (running activation clip, max weight clip, max GradScale,
+    every layer mapped); tests/test_recipe.py checks the sun20 recipe (the default)."""
+    from imckit.nn import config
+    monkeypatch.setattr(config, "DEFAULT_RECIPE", "strict")
+
+
 B = 8
 
 
@@ -215,3 +225,18 @@ def test_occupancy_above_one_is_refused():
     rec["layers"][1]["mvms"]["forward"]["cycles"] *= 3
     with pytest.raises(ValueError, match="above 1"):
         E.training_step_energy(model, B, input_shape=shape, occupancy=rec)
+
+
+@pytest.mark.parametrize("kind", ["small_cnn", "conv_s2", "resnet_block"])
+@pytest.mark.parametrize("ends", ["fp32", "int8"])
+def test_contract_holds_for_the_sun20_recipe(kind, ends):
+    """The default recipe (first and last layers kept at ``ends_placement``, learned PACT
+    clips, SAWB, adaptive GradScale): recorded step == analytic energy, and the kept ends are
+    priced as what they compute."""
+    net, shape = _net(kind)
+    model = inn.convert(net, recipe="sun20", ends_placement=ends)
+    _, got, want = _check(model, shape)
+    names = list(want.placements)
+    for n in (names[0], names[-1]):
+        assert set(want.placements[n].values()) == {ends}
+    assert "imc" in set(want.placements[names[1]].values())

@@ -19,6 +19,15 @@ from imckit import imc, mapping
 from imckit import nn as inn
 
 
+@pytest.fixture(autouse=True)
+def _strict_recipe(monkeypatch):
+    """These tests check the layer machinery with the strict recipe's rules, which their
+    hand-written oracles follow (running activation clip, max weight clip, max GradScale,
+    every layer mapped); tests/test_recipe.py checks the sun20 recipe (the default)."""
+    from imckit.nn import config
+    monkeypatch.setattr(config, "DEFAULT_RECIPE", "strict")
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Small matmuls run fastest on one thread (and do not fight other processes for cores)."""
@@ -98,7 +107,7 @@ def test_fp32_branches_of_the_function_pass_gradcheck():
     layer = inn.IMCLinear(5, 3, placement="fp32").double()
     layer.all_fp32 = False
     x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, w: inn.TrainingMVMs.apply(x, w, layer),
+    assert torch.autograd.gradcheck(lambda x, w: inn.TrainingMVMs.apply(x, w, None, layer),
                                     (x, layer.weight))
     conv = inn.IMCConv2d(2, 3, 3, padding=1, placement="fp32").double()
     conv.all_fp32 = False

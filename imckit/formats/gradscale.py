@@ -4,10 +4,21 @@ Each layer owns one :class:`GradScale` and asks it for the scale ``S`` of every 
 quantizes (``S`` is the largest magnitude of the phase-0 radix-4 grid, a power of two, so the
 scale is a shift in hardware; the phase-1 grid tops at ``2S``).
 
-* ``rule="max"`` (the default, SPEC): ``S = 2**ceil(log2(max|g|))`` of the current gradient,
-  so nothing saturates in either TPR phase (below ``S_MAX * fmt_max``, beyond any real
-  gradient).
-  Needs the max of the tensor before quantizing it.
+* ``rule="max"`` ([I] our rule, the SPEC's first default, not SUN20's):
+  ``S = 2**ceil(log2(max|g|))`` of the current gradient, so nothing saturates in either TPR
+  phase (below ``S_MAX * fmt_max``, beyond any real gradient). Needs the max of the tensor before
+  quantizing it.
+* ``rule="adaptive"`` (the recipe default, after [SUN20]'s per-layer GradScale as a public
+  reading note of SUN20 states it: a per-layer scale, doubled when the gradient underflows the
+  top binade and halved when it overflows): use the scale ``S`` set by the previous step;
+  after the step, if ``max|g| > S`` (overflow) ``S`` doubles, if ``max|g| <= S/2``
+  (underflow: the top binade ``(S/2, S]`` unused) ``S`` halves, else it stays. So ``S``
+  tracks ``max|g|`` one binade per step in BOTH directions, and a hardware pipeline knows it
+  before the gradient arrives. Unlike ``delayed``, which grows back only after
+  ``growth_interval`` (100) clean steps in a row, it never lags a shrinking gradient by more
+  than one step per binade; unlike ``max`` it never reads the current tensor's maximum first
+  (a step that overflows saturates, and is flagged). The factor 2 per step and the first
+  step's ``S`` (the ``max`` rule's) are ours [I].
 * ``rule="delayed"``: use the previous step's ``S``, which a hardware pipeline knows before the
   gradient arrives, like mixed-precision loss scaling (Micikevicius et al. 2018). When the
   step's gradient does not fit (``max|g| > S``) or holds inf/NaN, the step is flagged and ``S``
@@ -28,7 +39,7 @@ import torch
 from .._validate import check_choice, check_range
 from ._core import as_tensor, check_scale, pow2_ceil
 
-RULES = ("max", "delayed")
+RULES = ("max", "delayed", "adaptive")
 
 S_MIN, S_MAX = 2.0 ** -960, 2.0 ** 960
 """``S`` stays within these powers of two, so every format accepts it as a scale and
@@ -39,7 +50,7 @@ class GradScale:
     """Stateful power-of-two scale for one layer's gradients.
 
     Args:
-        rule: ``"max"`` or ``"delayed"`` (see the module docstring).
+        rule: ``"max"``, ``"delayed"`` or ``"adaptive"`` (see the module docstring).
         fmt_max: largest magnitude of the format at scale 1 (1.0 for radix-4, whose top level
             is ``S``; use ``fmt.max_value`` for other formats).
         backoff: factor (a power of two >= 2) by which ``S`` grows on an overflowing step.
@@ -54,6 +65,9 @@ class GradScale:
     ([0.25, 0.25, 0.125], True)
     >>> gs.scale_for(torch.tensor([float("inf")])), gs.nonfinite, gs.scale
     (0.25, True, 0.5)
+    >>> ad = GradScale("adaptive")
+    >>> [ad.scale_for(torch.tensor([m])) for m in (0.2, 0.05, 0.05, 0.05, 0.3)], ad.scale
+    ([0.25, 0.25, 0.125, 0.0625, 0.0625], 0.125)
     """
 
     def __init__(self, rule: str = "max", *, fmt_max: float = 1.0, backoff: float = 2.0,
@@ -111,6 +125,15 @@ class GradScale:
         if self.scale is None:
             self.scale = self._fit(amax) if finite else 1.0
         s = self.scale
+        if self.rule == "adaptive":
+            self.saturated = finite and amax > s * self.fmt_max
+            self.overflowed = self.nonfinite or self.saturated
+            if self.overflowed:
+                self.n_overflows += 1
+                self.scale = min(s * 2.0, S_MAX)
+            elif amax <= s * self.fmt_max / 2:
+                self.scale = max(s * 0.5, S_MIN)
+            return s
         self.saturated = finite and amax > s * self.fmt_max
         self.overflowed = self.nonfinite or self.saturated
         if self.overflowed:

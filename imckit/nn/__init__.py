@@ -4,6 +4,7 @@ The whole API::
 
     from imckit import nn as inn
     model = inn.convert(model, adaptability="full")      # nn.Linear / nn.Conv2d -> IMC layers
+    # (the sun20 recipe: first and last layers kept; recipe="strict" maps every layer)
     for x, t in batches:
         loss = F.cross_entropy(model(x), t)
         opt.zero_grad(); loss.backward()
@@ -17,7 +18,8 @@ every layer the pooled one from the next step on. Under ``full`` each (layer, MV
 
 >>> import torch
 >>> from torch import nn
->>> net = convert(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), placement="digital")
+>>> net = convert(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), placement="digital",
+...               recipe="strict")
 >>> [type(m).__name__ for m in net]
 ['IMCLinear', 'ReLU', 'IMCLinear']
 >>> net(torch.rand(3, 4)).sum().backward(); after_step(net)
@@ -34,7 +36,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 
 from .._validate import check_choice
 from ..work import WORK_SCHEMA
-from .config import LayerConfig, make_config
+from .config import RECIPES, LayerConfig, make_config
 from .engine import MVM_INDEX, TrainingMVMs
 from .inspect import layer_operands, step_operands
 from .layers import IMCConv2d, IMCLinear, IMCModule
@@ -63,7 +65,7 @@ converting a child would not move that MVM onto IMC: the parent is reported inst
 
 
 def convert(model: nn.Module, cfg: LayerConfig | None = None, *, allow_unconverted: bool = False,
-            **overrides) -> nn.Module:
+            recipe: str | None = None, **overrides) -> nn.Module:
     """Replace every ``nn.Linear`` and ``nn.Conv2d`` of ``model`` by its IMC layer (in place).
 
     Subclasses are converted too unless they override ``forward`` (for Conv2d also
@@ -77,9 +79,12 @@ def convert(model: nn.Module, cfg: LayerConfig | None = None, *, allow_unconvert
     bias Parameters (same objects, so tied weights stay tied and an optimizer built before
     stays valid) unless their dtype differs from the IMC layer's (then a copy).
 
-    Layers are numbered in module order (the number seeds each layer's arrays). With
-    ``keep_ends=True`` the first and last of them get ``ends_placement`` (as SUN20 kept the
-    first and last layers at higher precision). Returns the model (or the new layer when
+    ``recipe`` (``"sun20"``, the default, or ``"strict"``: :data:`RECIPES`) picks the preset
+    that ``cfg`` would otherwise give; keyword overrides apply on top. Layers are numbered in
+    module order (the number seeds each layer's arrays). With ``keep_ends=True`` (the sun20
+    recipe) the first and last of them get ``ends_placement`` (as [SUN20] kept the first and
+    last layers at higher precision); a model whose every layer is an end (two layers or fewer)
+    then has nothing mapped, which a warning says. Returns the model (or the new layer when
     ``model`` itself is a Linear/Conv2d).
 
     >>> net = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Flatten(), nn.LazyLinear(2))
@@ -91,7 +96,7 @@ def convert(model: nn.Module, cfg: LayerConfig | None = None, *, allow_unconvert
     if not isinstance(model, nn.Module):
         raise ValueError(f"model={type(model).__name__} is not allowed: pass a torch.nn.Module")
     check_choice("allow_unconverted", allow_unconverted, [True, False])
-    cfg = make_config(cfg, **overrides)
+    cfg = make_config(cfg, recipe=recipe, **overrides)
     holders = _holders(model)
     found, problems = _plan(model, holders)
     if problems:
@@ -102,6 +107,11 @@ def convert(model: nn.Module, cfg: LayerConfig | None = None, *, allow_unconvert
                              "in fp32 with a warning")
         warnings.warn(msg + " (allow_unconverted=True)", UserWarning, stacklevel=2)
     last = len(found) - 1
+    if cfg.keep_ends and cfg.placement not in ("fp32", cfg.ends_placement) and 0 < len(found) <= 2:
+        warnings.warn(f"convert: keep_ends=True keeps the first and last layers at "
+                      f"{cfg.ends_placement} and this model has {len(found)}, so nothing runs "
+                      f"on {cfg.placement}; pass keep_ends=False (or recipe='strict') to map "
+                      "every layer", UserWarning, stacklevel=2)
     out = model
     for i, (name, mod) in enumerate(found):
         c = cfg
@@ -258,7 +268,7 @@ def placements_of(model: nn.Module) -> dict[str, dict[str, str]]:
     return {m.layer_name or n: dict(m.mvm_placements) for n, m in imc_layers(model)}
 
 
-__all__ = ["LayerConfig", "make_config", "IMCLinear", "IMCConv2d", "IMCModule", "TrainingMVMs",
+__all__ = ["LayerConfig", "make_config", "RECIPES", "IMCLinear", "IMCConv2d", "IMCModule", "TrainingMVMs",
            "convert", "before_step", "after_step", "collect_work", "reset_work",
            "nonfinite_grad_seen", "imc_layers", "placements_of", "step_operands",
            "layer_operands", "MVMS", "WORK_SCHEMA"]

@@ -6,6 +6,17 @@ base: where the MVMs the hardware allows go) and ``adaptability`` (how many ADC 
 hardware holds, which decides how many MVMs it allows; :func:`imckit.mapping.placements` is the
 one place that decides). Everything else says how operands are quantized and how ADC ranges are
 calibrated.
+
+Two recipes (presets) say how the quantized layers train:
+
+* ``sun20`` (the default, ``LayerConfig()`` and ``LayerConfig.sun20()``): after [SUN20], the
+  first and last layers at higher precision (``keep_ends``, ``ends_placement``), SAWB weight
+  clips (``w_clip="sawb"``), learned PACT activation clips (``a_clip="pact"``) and an adaptive
+  per-layer gradient scale (``grad_scale="adaptive"``);
+* ``strict`` (``LayerConfig.strict()``): every layer mapped, with the rules of our first
+  version (``max`` weight clip, running-percentile activation clip, ``max`` GradScale).
+
+Mapping every layer while keeping the SUN20 clip rules is the one flag ``keep_ends=False``.
 """
 from __future__ import annotations
 
@@ -17,7 +28,9 @@ from .. import mapping
 from .._validate import check_choice, check_range
 
 ROUNDINGS = ("nearest", "stochastic")
-SCALE_RULES = ("max", "delayed")
+SCALE_RULES = ("max", "delayed", "adaptive")
+W_CLIPS = ("max", "mse", "sawb")
+A_CLIPS = ("max", "percentile", "mse", "pact")
 INPUT_KINDS = ("auto", "unsigned", "signed")
 
 
@@ -25,6 +38,8 @@ INPUT_KINDS = ("auto", "unsigned", "signed")
 class LayerConfig:
     """Configuration of one IMC-trained layer. Validated at construction.
 
+    >>> LayerConfig().keep_ends, LayerConfig.strict().keep_ends      # sun20 is the default
+    (True, False)
     >>> cfg = LayerConfig(adaptability="two-level")
     >>> cfg.placements()
     {'forward': 'imc', 'backward': 'imc', 'weight_grad': 'fp32'}
@@ -65,17 +80,26 @@ class LayerConfig:
     """Activation bits, unsigned INT after ReLU (0..15 at 4 bits); a signed input (the first
     layer's, when data are centred) uses signed symmetric levels [SUN20]."""
 
-    w_clip: str = "max"
-    """Weight clip rule of :func:`imckit.formats.clip_scale` (``max`` or ``mse``)."""
+    w_clip: str = "sawb"
+    """Weight clip rule: ``sawb`` (default: SAWB's two-moment clip, as [SUN20] used for
+    weights; coefficients in :mod:`imckit.formats.clip`, [S2] at 4 bits), or ``max`` / ``mse``
+    of :func:`imckit.formats.clip_scale` ([I] our rules; ``max`` is the strict recipe's)."""
 
-    a_clip: str = "percentile"
-    """Activation clip rule, per batch, then smoothed by a running average: ``max`` (the
-    batch maximum), ``percentile`` (the ``a_percentile`` percentile of the batch, so rare
-    outliers are clipped instead of coarsening every other value) or ``mse`` (the clip
-    minimizing the quantization MSE, :func:`imckit.formats.clip_scale`). [I] our default."""
+    a_clip: str = "pact"
+    """Activation clip rule: ``pact`` (default: a learned clip ``alpha`` per layer, PACT as
+    [SUN20] used for activations; ``dL/dalpha`` = the sum of the gradient where the input was
+    clipped, plus ``pact_decay * alpha``), or a per-batch rule smoothed by a running average
+    ([I] ours): ``max`` (the batch maximum), ``percentile`` (the ``a_percentile`` percentile
+    of the batch: the strict recipe's) or ``mse`` (:func:`imckit.formats.clip_scale`)."""
 
     a_percentile: float = 99.0
-    """Percentile of ``|x|`` used by ``a_clip="percentile"``. [I] our default."""
+    """Percentile of ``|x|`` used by ``a_clip="percentile"``, and by ``pact`` for its initial
+    ``alpha`` (the first training batch's percentile). [I] our default."""
+
+    pact_decay: float = 1e-4
+    """L2 penalty on each PACT ``alpha`` (added to its gradient as ``pact_decay * alpha``; the
+    training loop's ``weight_decay`` applies on top). PACT regularizes ``alpha`` with L2; the
+    value is ours [I] (PACT's own we could not confirm from a stored source)."""
 
     a_momentum: float = 0.9
     """Momentum of the running average of the per-batch clip values ([I] our choice; SPEC §1.1
@@ -86,10 +110,15 @@ class LayerConfig:
     been seen, then kept signed)."""
 
     grad_rounding: str = "nearest"
-    """Radix-4 rounding of the output gradient: ``nearest`` or ``stochastic`` [SUN20]."""
+    """Radix-4 rounding of the output gradient: ``nearest`` (default; [SUN20] rounds to
+    nearest, its two-phase rounding reducing the bias) or ``stochastic`` (unbiased, as
+    [LUQ] rounds log-scale gradients)."""
 
-    grad_scale: str = "max"
-    """GradScale rule of the per-layer gradient scale S: ``max`` or ``delayed`` (SPEC §1.2)."""
+    grad_scale: str = "adaptive"
+    """GradScale rule of the per-layer gradient scale S (:class:`imckit.formats.GradScale`):
+    ``adaptive`` (default: after [SUN20]'s per-layer scale, one binade per step up or down,
+    from the previous step), ``max`` ([I] ours: from the current gradient's maximum; the
+    strict recipe's) or ``delayed`` ([I] loss-scaling style back-off)."""
 
     backward_phase: int = 0
     """TPR phase of the gradient fed to MVM 2 ([I] our default 0, SPEC §1.2)."""
@@ -97,14 +126,17 @@ class LayerConfig:
     weight_grad_phase: int = 1
     """TPR phase of the gradient fed to MVM 3 ([I] our default 1, SPEC §1.2)."""
 
-    keep_ends: bool = False
-    """Keep the first and last layers of a converted model at ``ends_placement``, as SUN20 did.
-    Default ``False``: every layer is mapped, so small models show the effect (SPEC §2)."""
+    keep_ends: bool = True
+    """Keep the first and last layers of a converted model at ``ends_placement``, as [SUN20]
+    kept the first and last layers at higher precision (default). ``False`` maps every layer
+    (the strict recipe; a model of two layers has nothing mapped otherwise)."""
 
     ends_placement: str = "fp32"
     """Placement of the first and last layers when ``keep_ends``: one of ``fp32``, ``bf16``,
-    ``int8``, ``digital``; priced as what it computes ([I] fp32 stands in for SUN20's
-    higher-precision end layers)."""
+    ``int8``, ``digital``; priced as what it computes (the energy model reads each layer's
+    placements). [I] fp32 stands in for SUN20's higher precision: which precision SUN20 used
+    for them we could not confirm from a stored source, and fp32 is the baseline's own, so the
+    kept layers save nothing and flatter no saving."""
 
     adc_percentile: float = 99.9
     """ADC range rule: the range r is this percentile of observed column values (as a fraction
@@ -127,9 +159,10 @@ class LayerConfig:
         check_choice("fallback", self.fallback, mapping.MVMS)
         check_range("w_bits", self.w_bits, 2, 8, integer=True)
         check_range("a_bits", self.a_bits, 2, 8, integer=True)
-        check_choice("w_clip", self.w_clip, ("max", "mse"))
-        check_choice("a_clip", self.a_clip, ("max", "percentile", "mse"))
+        check_choice("w_clip", self.w_clip, W_CLIPS)
+        check_choice("a_clip", self.a_clip, A_CLIPS)
         check_range("a_percentile", self.a_percentile, 0.0, 100.0, lo_open=True)
+        check_range("pact_decay", self.pact_decay, 0.0, None)
         check_range("a_momentum", self.a_momentum, 0.0, 1.0)
         check_choice("input_kind", self.input_kind, INPUT_KINDS)
         check_choice("grad_rounding", self.grad_rounding, ROUNDINGS)
@@ -145,6 +178,25 @@ class LayerConfig:
         check_range("seed", self.seed, 0, None, integer=True)
         if self.imc is not None and type(self.imc).__name__ != "IMCConfig":
             raise ValueError(f"imc={self.imc!r} is not allowed: give an imckit.imc.IMCConfig or None")
+
+    @classmethod
+    def sun20(cls, **overrides) -> "LayerConfig":
+        """The SUN20-style recipe (the default): ends kept, SAWB, PACT, adaptive GradScale."""
+        return cls(**{**RECIPES["sun20"], **overrides})
+
+    @classmethod
+    def strict(cls, **overrides) -> "LayerConfig":
+        """Every layer mapped, with our first version's rules (``max`` weight clip,
+        running-percentile activation clip, ``max`` GradScale)."""
+        return cls(**{**RECIPES["strict"], **overrides})
+
+    @property
+    def recipe(self) -> str | None:
+        """``"sun20"`` or ``"strict"`` when the recipe fields match one preset, else None."""
+        for name, fields in RECIPES.items():
+            if all(getattr(self, k) == v for k, v in fields.items()):
+                return name
+        return None
 
     def placements(self) -> dict[str, str]:
         """Placement of each of the three MVMs (``forward``, ``backward``, ``weight_grad``)."""
@@ -164,11 +216,26 @@ class LayerConfig:
         return dataclasses.replace(self, **overrides)
 
 
-def make_config(cfg: LayerConfig | None = None, **overrides) -> LayerConfig:
-    """``cfg`` (default :class:`LayerConfig`) with keyword overrides applied.
+RECIPES: dict[str, dict] = {
+    "sun20": {"keep_ends": True, "w_clip": "sawb", "a_clip": "pact", "grad_scale": "adaptive"},
+    "strict": {"keep_ends": False, "w_clip": "max", "a_clip": "percentile", "grad_scale": "max"},
+}
+"""The fields each recipe sets (the others keep their defaults)."""
+
+DEFAULT_RECIPE = "sun20"
+"""The recipe :func:`make_config` (and so :func:`imckit.nn.convert` and the layers) starts from
+when given neither ``cfg`` nor ``recipe``."""
+
+
+def make_config(cfg: LayerConfig | None = None, *, recipe: str | None = None,
+                **overrides) -> LayerConfig:
+    """``cfg`` (default: the ``recipe`` preset, else :class:`LayerConfig`) with keyword
+    overrides applied.
 
     >>> make_config(placement="digital").placement
     'digital'
+    >>> make_config(recipe="strict", w_clip="sawb").w_clip
+    'sawb'
     >>> make_config(colour="red")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -176,12 +243,18 @@ def make_config(cfg: LayerConfig | None = None, **overrides) -> LayerConfig:
     """
     if cfg is not None and not isinstance(cfg, LayerConfig):
         raise ValueError(f"cfg={cfg!r} is not allowed: give an imckit.nn.LayerConfig or None")
+    if recipe is not None:
+        check_choice("recipe", recipe, RECIPES)
+        if cfg is not None:
+            raise ValueError(f"recipe={recipe!r} is not allowed together with cfg: a cfg "
+                             "already fixes the recipe fields")
     names = [f.name for f in dataclasses.fields(LayerConfig)]
     for k, v in overrides.items():
         if k not in names:
             raise ValueError(f"{k}={v!r} is not a LayerConfig field: allowed "
                              + ", ".join(sorted(names)))
-    return dataclasses.replace(cfg or LayerConfig(), **overrides)
+    base = cfg or LayerConfig(**RECIPES[recipe or DEFAULT_RECIPE])
+    return dataclasses.replace(base, **overrides)
 
 
-__all__ = ["LayerConfig", "make_config"]
+__all__ = ["LayerConfig", "make_config", "RECIPES", "W_CLIPS", "A_CLIPS", "SCALE_RULES"]

@@ -17,6 +17,13 @@ float32 kernels by a split-operand scheme, :func:`exact_bilinear`), or a digital
 ``fp32``, ``bf16`` or ``int8`` (:func:`digital_product`: the MVM's float operands rounded to
 that format). Rounding of weights and activations passes gradients straight through (STE), zero
 where an operand was clipped. Master weights stay fp32.
+
+With ``a_clip="pact"`` the activation clip ``alpha`` is a Parameter of the layer and an input
+of :class:`TrainingMVMs`: PACT's gradient ``dL/dalpha`` is the sum of the input gradient (the
+backward MVM's result, before the clip's STE mask) where the input was clipped (``x >= alpha``;
+for a signed input ``|x| >= alpha``, times ``sign(x)``), plus ``cfg.pact_decay * alpha``. A
+layer whose input needs no gradient runs no backward MVM, so its ``alpha`` gets none and keeps
+its initial value.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ import torch
 
 from .. import formats
 from .._device import exact_kernels
+from ..formats.clip import sawb_clip
 
 MVM_INDEX = {"forward": 0, "backward": 1, "weight_grad": 2}
 QUANTIZED = ("imc", "digital")
@@ -38,7 +46,10 @@ def quantize_weight(w: torch.Tensor, cfg):
     Returns ``(levels, step, mask)``; ``mask`` is where ``|w| <= alpha`` (STE passes there).
     """
     fmt = formats.Int(bits=cfg.w_bits, signed=True)
-    alpha = float(formats.clip_scale(w.detach(), fmt, rule=cfg.w_clip))
+    if cfg.w_clip == "sawb":
+        alpha = sawb_clip(w.detach(), cfg.w_bits)
+    else:
+        alpha = float(formats.clip_scale(w.detach(), fmt, rule=cfg.w_clip))
     if not alpha > 0:
         alpha = 1.0
     levels = fmt.encode(w.detach(), scale=alpha).to(w.dtype)
@@ -172,7 +183,7 @@ class TrainingMVMs(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, w, layer):
+    def forward(ctx, x, w, a_alpha, layer):
         pl = layer.mvm_placements
         training = layer.training
         quant_x = pl["forward"] in QUANTIZED or pl["weight_grad"] in QUANTIZED
@@ -187,7 +198,7 @@ class TrainingMVMs(torch.autograd.Function):
             alpha = layer._activation_clip(x, signed)
             if alpha == float("inf"):                   # a non-finite input: NaN out, the
                 layer._nonfinite = True                 # step is skipped (train's divergence
-                ctx.layer, ctx.meta = layer, (None, None, False, False)   # rule decides)
+                ctx.layer, ctx.meta = layer, (None, None, False, False, None)   # rule decides)
                 ctx.save_for_backward(x, w, None, None, None, None)
                 return x.new_full((layer._v, w2.shape[0]), float("nan"))
             xl, xs, xmask = quantize_input(x, alpha, signed, layer.cfg.a_bits)
@@ -206,7 +217,8 @@ class TrainingMVMs(torch.autograd.Function):
         if training and quant_w:
             layer._program_weights(w2.shape, backward=x.requires_grad)
         ctx.layer = layer
-        ctx.meta = (xs, ws, signed, pl["forward"] in QUANTIZED)
+        ctx.meta = (xs, ws, signed, pl["forward"] in QUANTIZED,
+                    alpha if quant_x and a_alpha is not None else None)
         ctx.save_for_backward(x, w, xl, xmask, wl, wmask)
         return y
 
@@ -214,10 +226,10 @@ class TrainingMVMs(torch.autograd.Function):
     def backward(ctx, gy):
         layer = ctx.layer
         x, w, xl, xmask, wl, wmask = ctx.saved_tensors
-        xs, ws, signed, fwd_quant = ctx.meta
+        xs, ws, signed, fwd_quant, pact = ctx.meta
         pl = layer.mvm_placements
         cfg = layer.cfg
-        gx = gw = None
+        gx = gw = galpha = None
         finite = bool(torch.isfinite(gy).all())
         if not finite:
             # The step will be skipped (nonfinite_grad_seen); propagate NaN without running MVMs.
@@ -225,7 +237,8 @@ class TrainingMVMs(torch.autograd.Function):
             layer._grad_scale(gy)                      # lets a delayed GradScale back off
             nan = float("nan")
             return (torch.full_like(x, nan) if ctx.needs_input_grad[0] else None,
-                    torch.full_like(w, nan) if ctx.needs_input_grad[1] else None, None)
+                    torch.full_like(w, nan) if ctx.needs_input_grad[1] else None,
+                    torch.full((), nan) if ctx.needs_input_grad[2] else None, None)
         S = None
         if pl["backward"] in QUANTIZED or pl["weight_grad"] in QUANTIZED:
             S = layer._grad_scale(gy)
@@ -244,6 +257,8 @@ class TrainingMVMs(torch.autograd.Function):
             else:
                 wu = wl * ws if fwd_quant else w
                 gx = layer._input_grad_float(gy, wu, x.shape)
+            if pact is not None and fwd_quant and ctx.needs_input_grad[2]:
+                galpha = _pact_alpha_grad(gx, x, pact, signed, cfg.pact_decay)
             if xmask is not None and fwd_quant:
                 gx = gx * xmask
         if ctx.needs_input_grad[1]:
@@ -263,7 +278,24 @@ class TrainingMVMs(torch.autograd.Function):
             gw = gw.reshape(w.shape)
             if wmask is not None and fwd_quant:        # STE of the forward's weight clip
                 gw = gw * wmask
-        return gx, gw, None
+        return gx, gw, galpha, None
+
+
+def _pact_alpha_grad(gx: torch.Tensor, x: torch.Tensor, alpha: float, signed: bool,
+                     decay: float) -> torch.Tensor:
+    """PACT's ``dL/dalpha``: ``gx`` summed where the input was clipped (signed: times the
+    sign), plus the L2 term ``decay * alpha``; a 0-d float32 tensor.
+
+    >>> x = torch.tensor([-1.0, 0.5, 2.0, 3.0]); g = torch.tensor([1.0, 1.0, 0.5, 0.25])
+    >>> _pact_alpha_grad(g, x, 1.5, False, 0.0).item(), _pact_alpha_grad(g, x, 0.8, True, 0.1).item()
+    (0.75, -0.17000000178813934)
+    """
+    xd = x.detach()
+    if signed:
+        over = torch.sign(xd) * (xd.abs() >= alpha)
+    else:
+        over = (xd >= alpha).to(gx.dtype)
+    return ((gx.detach() * over).sum().double() + decay * alpha).float()
 
 
 __all__ = ["TrainingMVMs", "quantize_weight", "quantize_input", "radix4", "exact_product",

@@ -24,7 +24,7 @@ def layer_operands(layer: IMCModule, x: torch.Tensor, gy: torch.Tensor) -> dict:
     (:mod:`imckit.mapping.arrays`)."""
     cfg = layer.cfg
     signed = layer._input_signed(x)
-    alpha = float(layer.a_max) if float(layer.a_max) > 0 else 1.0
+    alpha = layer.clip_value()
     xl, _, _ = quantize_input(x, alpha, signed, cfg.a_bits)
     xl = layer._rows(xl)
     wl, _, _ = quantize_weight(layer.weight.detach(), cfg)

@@ -1,6 +1,7 @@
 """Layers that train on simulated IMC hardware: :class:`IMCLinear`, :class:`IMCConv2d`.
 
-Each layer owns what its arrays need between steps: the activation clip (a running maximum),
+Each layer owns what its arrays need between steps: the activation clip (a learned PACT
+Parameter ``a_alpha`` under ``a_clip="pact"``, else a running statistic in ``a_max``),
 one ADC range per MVM (calibrated from observed column values), a gradient scale
 (:class:`imckit.formats.GradScale`), a random generator, and the work its MVMs did. The train
 loop calls :func:`imckit.nn.before_step` / :func:`imckit.nn.after_step` around
@@ -20,8 +21,11 @@ from ..imc.planes import trusted_operands
 from ..mapping import CountRules, MVMMap
 from ..work import Work
 from .config import LayerConfig, make_config
-from .engine import (MVM_INDEX, TrainingMVMs, cast, digital_product, exact_bilinear,
-                     exact_product)
+from .engine import (MVM_INDEX, QUANTIZED, TrainingMVMs, cast, digital_product,
+                     exact_bilinear, exact_product)
+
+ALPHA_MIN = 1e-8
+"""A PACT clip is kept at or above this after every step (SGD may push it through zero) [I]."""
 
 MVMS = tuple(MVM_INDEX)
 
@@ -65,6 +69,12 @@ class IMCModule(nn.Module):
         self.mvm_placements = cfg.placements()
         self.all_fp32 = all(p == "fp32" for p in self.mvm_placements.values())
         self.register_buffer("a_max", torch.zeros(()))
+        pl = self.mvm_placements
+        if cfg.a_clip == "pact" and (pl["forward"] in QUANTIZED or pl["weight_grad"] in QUANTIZED):
+            # 0 = not initialized: the first training batch sets it (a_percentile rule)
+            self.a_alpha = nn.Parameter(torch.zeros(()))
+        else:
+            self.a_alpha = None
         self.register_buffer("signed_seen", torch.zeros((), dtype=torch.bool))
         self.register_buffer("adc_range", torch.zeros(3))  # per MVM; 0 = not calibrated yet
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
@@ -143,6 +153,17 @@ class IMCModule(nn.Module):
         """The activation clip in use; ``inf`` when this batch holds a non-finite value (the
         running clip is then left alone and the caller returns NaN: the step is skipped)."""
         xd = x.detach()
+        if self.a_alpha is not None:
+            if float(self.a_alpha.detach()) <= 0 and self.training and xd.numel():
+                m = self._batch_clip(xd, signed, rule="percentile")
+                if not bool(torch.isfinite(m)):
+                    return math.inf
+                with torch.no_grad():
+                    self.a_alpha.fill_(float(m) if float(m) > 0 else 1.0)
+            elif xd.numel() and not bool(torch.isfinite(xd).all()):
+                return math.inf
+            a = float(self.a_alpha.detach())
+            return a if a > 0 else 1.0
         if self.training and xd.numel():
             m = self._batch_clip(xd, signed).to(self.a_max.dtype)
             if not bool(torch.isfinite(m)):
@@ -156,8 +177,14 @@ class IMCModule(nn.Module):
         a = float(self.a_max)
         return a if a > 0 else 1.0
 
-    def _batch_clip(self, xd: torch.Tensor, signed: bool) -> torch.Tensor:
-        rule = self.cfg.a_clip
+    def clip_value(self) -> float:
+        """The activation clip in use now: the PACT ``alpha`` or the running clip (1.0 before
+        the first training batch)."""
+        a = float(self.a_alpha.detach()) if self.a_alpha is not None else float(self.a_max)
+        return a if a > 0 else 1.0
+
+    def _batch_clip(self, xd: torch.Tensor, signed: bool, rule: str | None = None) -> torch.Tensor:
+        rule = rule or self.cfg.a_clip
         v = xd.abs() if signed else xd.clamp(min=0)
         if rule == "max" or v.numel() < 2:
             return v.max()
@@ -193,8 +220,10 @@ class IMCModule(nn.Module):
         if (self._due[name] and self.training) or float(self.adc_range[i]) <= 0:
             counts = imc.column_counts(A, X, cfg, **kw)
             levels = cfg.input_levels if kw["x_kind"] in ("multilevel", "radix4") else 2
+            bipolar = cfg.sign_mode == "one-cycle" and kw["x_kind"] in ("signed", "radix4")
             r = float(imc.calibrate_adc_range(counts, cfg.rows, levels=levels,
-                                              percentile=self.cfg.adc_percentile))
+                                              percentile=self.cfg.adc_percentile,
+                                              floor=cfg.adc_range_floor(bipolar)))
             self._candidate[name] = r
             self.adc_range[i] = r
             if self.training:                  # an eval call only fills a missing range
@@ -311,13 +340,16 @@ class IMCModule(nn.Module):
         if self.training:
             self._nonfinite = False
             self._count_call(x, batch)
-        return TrainingMVMs.apply(x, self.weight, self)
+        return TrainingMVMs.apply(x, self.weight, self.a_alpha, self)
 
     # --- step hooks ----------------------------------------------------------------------
     def after_step(self) -> None:
         """One optimizer step happened: re-program the arrays, recalibrate on schedule."""
         self.steps += 1
         self._work_steps += 1
+        if self.a_alpha is not None and float(self.a_alpha.detach()) > 0:
+            with torch.no_grad():
+                self.a_alpha.clamp_(min=ALPHA_MIN)
         self._writes_pending = True
         k = self.cfg.recalibrate_every
         if k and int(self.steps) % k == 0:
