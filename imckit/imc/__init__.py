@@ -35,8 +35,9 @@ from .analysis import (MVM_KINDS, NoiseBudget, budget_point, noise_budget, sqnr_
                        SQNRSplit, training_operands)
 from .array import calibrate_adc_range, column_counts, mvm
 from .config import BOLTZMANN, IMCConfig
+from .fast import mvm_fast
 from .planes import X_KINDS
 
-__all__ = ["IMCConfig", "mvm", "column_counts", "calibrate_adc_range", "sqnr_split", "SQNRSplit",
+__all__ = ["IMCConfig", "mvm", "mvm_fast", "column_counts", "calibrate_adc_range", "sqnr_split", "SQNRSplit",
            "noise_budget", "NoiseBudget", "training_operands", "budget_point", "MVM_KINDS",
            "X_KINDS", "BOLTZMANN"]

@@ -1,0 +1,350 @@
+"""A fast, statistical IMC MVM fitted to the bit-true physics of the same chip (issue 14).
+
+:func:`imckit.imc.mvm` converts every (row tile, input plane, vector, physical column) on its
+own: exact, and ~100x a plain matmul. :func:`mvm_fast` computes the same MVM as ONE matmul plus
+an error drawn per output, derived from the same configuration:
+
+* **exact** -- the operand splitting, the validation and the :class:`~imckit.work.Work` counts
+  (the same plane machinery: energy is unchanged); the mismatch of the chip: charge sharing is
+  linear in the input digits, so without an ADC (and without rounding to counts) the bit-true
+  output is ``X @ A_eff`` with ``A_eff[i, m] = sum_k wa_k b_ik (1 + delta_ik) R / den_k`` over
+  the stored bits ``b`` (weights ``wa``) of the SAME chip (:func:`effective_weights`);
+* **modelled** -- each conversion's error after the ADC (kT/C and comparator noise, the code
+  grid, clamping at 0 and at the top of the range, rounding to counts) as a function of its
+  count ``c`` (:func:`conversion_error`, exact given ``c``); the count of a conversion is not
+  computed (that is the expensive matmul) but drawn from its distribution given what is cheap:
+  the input plane's nonzero digits in the row tile ``n`` (per plane, vector and tile) and the
+  column's stored ones ``K`` (per tile and physical column), as if the ``n`` driven rows fell on
+  the column's rows at random (hypergeometric); conversion errors are taken as independent.
+  Each output then gets the sum of its conversions' mean errors (the clamp at 0 biases sparse
+  planes) and ONE normal draw with the variance of their sum,
+  ``sum_t sum_{p active} w_p^2 sum_k wa_k^2 Var[e | n_tpb, K_tk]``.
+  When counts are rounded (``round_counts``), rounding removes most of the mismatch, so there
+  the mismatch is part of the per-conversion error (at its statistical size, not the chip's
+  pattern) and the linear part is the exact ``X @ A``.
+
+Regimes where the model does not hold (:data:`CLIP_WARN`, :data:`FEW_BITS`): heavy clipping
+(the count tail is then set by data structure the random-placement model does not see) and ADCs
+of few bits (the error is then a deterministic function of the count, correlated across the
+conversions of an output and with the signal). :func:`mvm_fast` warns in both. Multi-level
+inputs and one-cycle signed inputs are not modelled yet: they run bit-true, with a warning.
+
+>>> import torch
+>>> from imckit.imc import IMCConfig, mvm_fast
+>>> A = torch.tensor([[1, -2], [3, 4], [-5, 6]]); X = torch.tensor([[1, 2, 3], [15, 0, 7]])
+>>> mvm_fast(A, X, IMCConfig.ideal()).tolist() == (X @ A).tolist()
+True
+"""
+from __future__ import annotations
+
+import collections
+import math
+import warnings
+
+import numpy as np
+import torch
+
+from .._device import no_tf32
+from ..mapping.arrays import row_tiles
+from ..work import Work
+from .array import _chip_caps, _prepare, calibrate_adc_range, column_counts, mvm
+from .config import IMCConfig
+from .planes import exact_mm
+
+CLIP_WARN = 1e-3
+"""Modelled fraction of conversions whose count is above the ADC range beyond which
+:func:`mvm_fast` warns: the percentile calibration clips at most 0.1 %; well above that, the
+clipped tail dominates the error and is set by structure in the data (which rows carry the
+large inputs) that the random-placement count model cannot see."""
+
+FEW_BITS = 5
+"""ADCs of this many bits or fewer get a warning: the conversion error is a deterministic
+function of the count there (a dead zone of several counts), correlated across the conversions
+of one output and with the signal, which one independent draw per output does not reproduce."""
+
+_F_CACHE: "collections.OrderedDict[tuple, dict]" = collections.OrderedDict()
+_F_CACHE_KEYS = 32
+_W_CACHE: "collections.OrderedDict[tuple, torch.Tensor]" = collections.OrderedDict()
+_W_CACHE_BYTES = 256 << 20
+
+
+def conversion_error(c_max: int, *, rows: int, sigma: float, cap_mismatch: float,
+                     step: float | None, top: float | None, round_counts: bool,
+                     linear: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and mean square of one conversion's error in counts, for each count 0..c_max.
+
+    The column reads ``v = c + m`` (mismatch ``m ~ N(0, cap_mismatch^2 c (1 - c/rows))``: the
+    charged cells' deviations less the column's average, as charge sharing over all ``rows``
+    capacitors makes it) plus noise ``N(0, sigma^2)`` (counts); the ADC rounds to codes of
+    ``step`` counts clamped to ``[0, top]`` (``step=None``: no ADC), the back end optionally
+    rounds to integer counts. The error is taken against ``v`` (``linear``: the mismatch is in
+    the linear part, :func:`effective_weights`) or against ``c``.
+
+    >>> mu, m2 = conversion_error(2, rows=8, sigma=0.0, cap_mismatch=0.0, step=1.0, top=8.0,
+    ...                           round_counts=True, linear=False)
+    >>> m2.tolist()
+    [0.0, 0.0, 0.0]
+    """
+    c = np.arange(c_max + 1, dtype=np.float64)
+    if step is None and not round_counts:                       # no quantizer at all
+        return np.zeros_like(c), np.full_like(c, sigma**2)
+    sm = cap_mismatch * np.sqrt(np.clip(c * (1 - c / rows), 0, None))
+    nodes, wts = np.polynomial.hermite_e.hermegauss(12 if cap_mismatch > 0 else 1)
+    wts = wts / wts.sum()
+    v = c[:, None] + sm[:, None] * nodes[None, :]               # (C, G) column values
+    st = 1.0 if step is None else step
+    lo, hi = (0, round(top / st)) if step is not None else (-np.inf, np.inf)
+    s = max(sigma, 1e-9 * st)
+    W = int(math.ceil(16 * s / st)) + 4
+    i0 = np.floor((v - 8 * s) / st) - 1
+    i = i0[..., None] + np.arange(W)                            # (C, G, W) raw codes
+    cdf = lambda x: 0.5 * (1 + _erf(x / (s * math.sqrt(2))))    # noqa: E731
+    p = cdf((i + 0.5) * st - v[..., None]) - cdf((i - 0.5) * st - v[..., None])
+    p[..., 0] += cdf((i[..., 0] - 0.5) * st - v)               # tails outside the window
+    p[..., -1] += 1 - cdf((i[..., -1] + 0.5) * st - v)
+    out = np.clip(i, lo, hi) * st
+    if round_counts:
+        out = np.round(out)
+    e = out - (v if linear else c[:, None])[..., None]
+    mu = ((p * e).sum(-1) * wts).sum(-1)
+    m2 = ((p * e * e).sum(-1) * wts).sum(-1)
+    return mu, m2
+
+
+def _erf(x):
+    return torch.erf(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+
+def _hypergeom_moments(table: dict, n: torch.Tensor, K: torch.Tensor) -> None:
+    """Fill ``table`` (per tile of ``R`` rows) at the missing (n, K) pairs: the count's
+    expectation of the conversion error, mean and mean square, and the probability of clipping,
+    for ``c ~ Hypergeometric(R, K, n)`` (n driven rows on a column of K stored ones)."""
+    R, f1, f2, fc = table["R"], table["f1"], table["f2"], table["clip"]
+    nn, kk = torch.meshgrid(n, K, indexing="ij")
+    need = ~table["filled"][nn, kk]
+    if not bool(need.any()):
+        return
+    n_, k_ = nn[need].double(), kk[need].double()
+    mean = n_ * k_ / R
+    sd = torch.sqrt(mean * (1 - k_ / R) * (R - n_) / max(R - 1, 1))
+    c_lo = torch.clamp(torch.floor(mean - 12 * sd) - 1, min=0)
+    c_lo = torch.maximum(c_lo, torch.clamp(n_ + k_ - R, min=0))
+    width = int(torch.clamp(torch.ceil(24 * sd) + 4, max=R + 1).max())
+    cc = c_lo[:, None] + torch.arange(width, dtype=torch.float64)
+    c_hi = torch.minimum(n_, k_)[:, None]
+    ok = (cc <= c_hi) & (cc >= 0)
+    ccs = torch.where(ok, cc, 0.0)
+    lg = torch.lgamma
+    logp = (lg(k_[:, None] + 1) - lg(ccs + 1) - lg(k_[:, None] - ccs + 1)
+            + lg(R - k_[:, None] + 1) - lg(n_[:, None] - ccs + 1)
+            - lg(R - k_[:, None] - n_[:, None] + ccs + 1)
+            - (lg(torch.tensor(R + 1.0)) - lg(n_ + 1) - lg(R - n_ + 1))[:, None])
+    p = torch.where(ok, torch.exp(torch.where(ok, logp, -1e9)), 0.0)
+    p = p / p.sum(1, keepdim=True)
+    idx = ccs.long()
+    mu, m2, clip = table["mu"], table["m2"], table["over"]
+    f1[nn[need], kk[need]] = (p * mu[idx]).sum(1).float()
+    f2[nn[need], kk[need]] = (p * m2[idx]).sum(1).float()
+    fc[nn[need], kk[need]] = (p * clip[idx]).sum(1).float()
+    table["filled"][nn[need], kk[need]] = True
+
+
+def _error_table(key: tuple, R: int, **physics) -> dict:
+    hit = _F_CACHE.get(key)
+    if hit is not None:
+        _F_CACHE.move_to_end(key)
+        return hit
+    mu, m2 = conversion_error(R, **physics)
+    c = np.arange(R + 1)
+    top = physics["top"]
+    over = (c > top + 0.5 * physics["step"]) if physics["step"] is not None else 0 * c
+    t = {"R": R, "mu": torch.from_numpy(mu), "m2": torch.from_numpy(m2),
+         "over": torch.from_numpy(over.astype(np.float64)),
+         "exact": bool(np.all(m2 == 0)),
+         "f1": torch.zeros(R + 1, R + 1), "f2": torch.zeros(R + 1, R + 1),
+         "clip": torch.zeros(R + 1, R + 1),
+         "filled": torch.zeros(R + 1, R + 1, dtype=torch.bool)}
+    _F_CACHE[key] = t
+    while len(_F_CACHE) > _F_CACHE_KEYS:
+        _F_CACHE.popitem(last=False)
+    return t
+
+
+def effective_weights(bits: torch.Tensor, wa: torch.Tensor, cfg: IMCConfig, N: int, M: int,
+                      a_bits: int, row_group: int = 1) -> torch.Tensor:
+    """``A_eff`` (N, M) float32 of the chip ``cfg.seed`` (the capacitors bit-true
+    :func:`~imckit.imc.mvm` uses): ``sum_k wa_k b_ik (1 + delta_ik) R / den_k`` per row tile.
+    Without ADC and rounding, ``X @ A_eff`` is the bit-true output."""
+    R, Mb, dev = cfg.rows, bits.shape[1], bits.device
+    spans = row_tiles(N, R, row_group)
+    ct = -(-Mb // cfg.columns)
+    key = (cfg.seed, R, cfg.columns, len(spans), ct, cfg.cap_mismatch, str(dev), N, row_group,
+           Mb, tuple(wa.tolist()))
+    w = _W_CACHE.get(key)
+    if w is None:
+        delta, den = _chip_caps(cfg.seed, R, cfg.columns, len(spans), ct, cfg.cap_mismatch, dev)
+        rows = torch.cat([torch.arange(e - s) + t * R for t, (s, e) in enumerate(spans)])
+        tile = torch.cat([torch.full((e - s,), t) for t, (s, e) in enumerate(spans)])
+        w = (1 + delta[rows.to(dev), :Mb]) * (R / den[tile.to(dev), :Mb])
+        w = (w.view(N, M, a_bits) * wa.to(dev, torch.float32)).view(N, Mb).contiguous()
+        _W_CACHE[key] = w
+        while sum(v.numel() * 4 for v in _W_CACHE.values()) > _W_CACHE_BYTES and len(_W_CACHE) > 1:
+            _W_CACHE.popitem(last=False)
+    else:
+        _W_CACHE.move_to_end(key)
+    return (bits.view(N, M, a_bits).to(torch.float32) * w.view(N, M, a_bits)).sum(-1)
+
+
+def _plane_counts(planes, N, spans, dev):
+    """(T, P, B) nonzero digits of each plane, vector and row tile (int64)."""
+    T, P = len(spans), planes.n_planes
+    if planes.codes is not None:                               # radix-4: one plane per input
+        plane = planes.codes[0]
+        B = plane.shape[0]
+        tile = torch.cat([torch.full((e - s,), t, device=dev) for t, (s, e) in enumerate(spans)])
+        nz = plane >= 0
+        idx = (tile.view(1, -1) * P + plane.long()) * B + torch.arange(B, device=dev).view(-1, 1)
+        return torch.bincount(idx[nz], minlength=T * P * B).view(T, P, B)
+    d = planes.digits
+    B = d.shape[1]
+    ind = torch.zeros(N, T, dtype=torch.int8, device=dev)
+    for t, (s, e) in enumerate(spans):
+        ind[s:e, t] = 1
+    cnt = exact_mm((d != 0).view(torch.int8).reshape(P * B, N), ind)
+    return cnt.view(P, B, T).permute(2, 0, 1).long()
+
+
+def _supported(planes, L) -> bool:
+    """Binary digits through a unipolar ADC: the count model's case."""
+    if planes.bipolar or L != 2:
+        return False
+    return planes.codes is None or planes.codes[1] is None
+
+
+def mvm_fast(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4,
+             a_signed: bool = True, x_kind: str = "unsigned", x_bits: int = 4,
+             x_scale: float = 1.0, phase: int = 0, adc_range: float | None = None,
+             generator: torch.Generator | None = None, count_write: bool = True,
+             row_group: int = 1):
+    """``X @ A`` with the error statistics of :func:`~imckit.imc.mvm` at one matmul's cost.
+
+    Same arguments, shapes, dtypes and (``report=True``) the same :class:`~imckit.work.Work`
+    as :func:`~imckit.imc.mvm`; see the module docstring for what is exact and what is
+    modelled. ``generator`` draws the one normal per output (None: seeded from ``cfg.seed``).
+    A ``"percentile"`` cfg without ``adc_range`` calibrates from the exact column counts, as
+    bit-true does (a matmul as large as bit-true's: pass ``adc_range`` to avoid it).
+
+    Warns (``UserWarning``) where the model is not validated: modelled clipping above
+    :data:`CLIP_WARN` of the conversions, ADCs of :data:`FEW_BITS` bits or fewer, and inputs it
+    does not model (multi-level, one-cycle signed), which run bit-true.
+
+    >>> A = torch.tensor([[3], [-1]]); X = torch.tensor([[0.25, -1.0]])
+    >>> mvm_fast(A, X, IMCConfig.ideal(), x_kind="radix4").tolist()
+    [[1.75]]
+    """
+    kw = dict(a_bits=a_bits, a_signed=a_signed, x_kind=x_kind, x_bits=x_bits, x_scale=x_scale,
+              phase=phase, row_group=row_group)
+    A, X, bits, wa, planes, L = _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits, x_scale,
+                                         phase, adc_range, generator, row_group)
+    if X.shape[1] and planes.n_planes and not _supported(planes, L):
+        warnings.warn(f"mvm_fast models binary input planes through a unipolar ADC; x_kind="
+                      f"{x_kind!r} with input_levels={cfg.input_levels}, sign_mode="
+                      f"{cfg.sign_mode!r} runs bit-true (imc.mvm)", stacklevel=2)
+        return mvm(A, X, cfg, report=report, adc_range=adc_range, generator=generator,
+                   count_write=count_write, **kw)
+    (B, N), M, dev, R = X.shape, A.shape[1], X.device, cfg.rows
+    out_dtype = torch.float64 if X.dtype == torch.float64 else torch.float32
+    per_tile = planes.tile_cycles()
+    cycles = sum(per_tile)
+    Mb = bits.shape[1]
+    ct = -(-Mb // cfg.columns)
+    work = Work(macs=B * N * M, conversions=cycles * Mb, cycles=cycles * ct,
+                row_drives=planes.drives, write_bits=N * M * a_bits if count_write else 0,
+                outputs=B * M)
+    if cycles == 0 or M == 0 or N == 0:
+        y = torch.zeros(B, M, dtype=out_dtype, device=dev)
+        return (y, work) if report else y
+    r = cfg.adc_range if adc_range is None else adc_range
+    if cfg.adc_calibration == "percentile" and adc_range is None and cfg.adc_bits is not None:
+        r = calibrate_adc_range(column_counts(A, X, cfg, **kw), R, percentile=cfg.adc_percentile,
+                                levels=L, floor=cfg.adc_range_floor(False))
+    fs = R * (L - 1)
+    sig = math.hypot(cfg.sigma_thermal, cfg.sigma_comparator) * fs
+    if cfg.adc_bits is None:
+        step, top = None, None
+    else:
+        q = cfg.adc_levels(False)
+        step, top = r * fs / q, q * (r * fs / q)
+    rc = (cfg.round_counts if isinstance(cfg.round_counts, bool)
+          else cfg.adc_bits is not None and step <= 1.0)
+    linear = not rc and cfg.cap_mismatch > 0
+    if cfg.adc_bits is not None and cfg.adc_bits <= FEW_BITS:
+        warnings.warn(f"mvm_fast with adc_bits={cfg.adc_bits} (<= {FEW_BITS}): the conversion "
+                      "error is a deterministic function of the count there, correlated across "
+                      "conversions; the fast model's error variance is not validated, use "
+                      "fidelity='bit-true'", stacklevel=2)
+    spans = row_tiles(N, R, row_group)
+    physics = dict(rows=R, sigma=sig, cap_mismatch=cfg.cap_mismatch, step=step, top=top,
+                   round_counts=rc, linear=linear)
+    # the linear part: the exact product, or the chip's mismatch-folded weights
+    if linear:
+        Alin = effective_weights(bits, wa, cfg, N, M, a_bits, row_group)
+    else:
+        Alin = A
+    ct_dtype = torch.float64 if out_dtype == torch.float64 else torch.float32
+    n_tpb = _plane_counts(planes, N, spans, dev)                   # (T, P, B)
+    bias = var = None
+    clipped = 0.0
+    wp = planes.weights.to(dev, torch.float64)
+    wak = wa.to(dev, torch.float64)
+    exact = True
+    for t, (s, e) in enumerate(spans):
+        Rt = e - s
+        tab = _error_table((tuple(sorted(physics.items())), Rt), Rt, **physics)
+        if tab["exact"]:
+            continue
+        exact = False
+        K = bits[s:e].sum(0, dtype=torch.int64)                    # (Mb,) stored ones
+        nt = n_tpb[t]                                              # (P, B)
+        act = nt > 0
+        nu, ninv = torch.unique(nt[act], return_inverse=True)
+        ku, kinv = torch.unique(K, return_inverse=True)
+        _hypergeom_moments(tab, nu.cpu(), ku.cpu())
+        f1 = tab["f1"][nu.cpu()][:, ku.cpu()].to(dev, torch.float64)
+        f2 = tab["f2"][nu.cpu()][:, ku.cpu()].to(dev, torch.float64)
+        fc = tab["clip"][nu.cpu()][:, ku.cpu()].to(dev, torch.float64)
+        # per vector: plane weights gathered by their count class
+        bidx = torch.arange(B, device=dev).expand_as(nt)[act]
+        w1 = wp.view(-1, 1).expand_as(nt)[act]
+        flat = bidx * nu.numel() + ninv
+        W1 = torch.bincount(flat, weights=w1, minlength=B * nu.numel()).view(B, -1)
+        W2 = torch.bincount(flat, weights=w1 * w1, minlength=B * nu.numel()).view(B, -1)
+        W0 = torch.bincount(ninv, minlength=nu.numel()).to(torch.float64)
+        G1 = W1 @ f1                                               # (B, Ku) mean error
+        G2 = W2 @ (f2 - f1 * f1)                                   # (B, Ku) variance
+        kin = kinv.view(M, a_bits)
+        b1 = (G1[:, kin] * wak).sum(-1)                            # (B, M)
+        b2 = (G2[:, kin] * wak * wak).sum(-1)
+        bias = b1 if bias is None else bias + b1
+        var = b2 if var is None else var + b2
+        clipped += float(W0 @ fc[:, kinv].sum(1))
+    if clipped > CLIP_WARN * cycles * Mb:
+        warnings.warn(f"mvm_fast: ~{clipped / (cycles * Mb):.2%} of the conversions clip above "
+                      f"the ADC range (adc_range={r:g}; more than {CLIP_WARN:.1%}): the fast "
+                      "model's clipping error is not validated there, use fidelity='bit-true' "
+                      "or a larger range", stacklevel=2)
+    if exact and not linear:                                       # every conversion exact
+        with no_tf32():
+            y = X.to(torch.float64) @ A.to(torch.float64)
+        y = y.to(out_dtype)
+        return (y, work) if report else y
+    with no_tf32():
+        y = X.to(ct_dtype) @ Alin.to(ct_dtype)
+    if not exact:
+        if generator is None:
+            generator = torch.Generator(device=dev).manual_seed(cfg.seed + 0xFA57)
+        z = torch.randn(B, M, generator=generator, device=dev, dtype=ct_dtype)
+    if not exact:
+        y += (bias + var.clamp(min=0).sqrt() * z).to(ct_dtype)
+    y = y.to(out_dtype)
+    return (y, work) if report else y
