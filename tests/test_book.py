@@ -10,6 +10,7 @@ import functools
 import http.server
 import json
 import pathlib
+import re
 import shutil
 import threading
 
@@ -44,7 +45,8 @@ def test_every_chapter_was_built_from_executed_cells(built_book, chapter):
     if src.exists():
         html = page.read_text()
         n_code = sum(c["cell_type"] == "code" for c in json.loads(src.read_text())["cells"])
-        assert html.count('class="cell docutils container"') >= n_code
+        cells = re.findall(r'class="cell(?: tag_[\w-]+)* docutils container"', html)  # tagged too
+        assert len(cells) >= n_code
         assert "output traceback" not in html and "Traceback (most recent call last)" not in html
         assert page.stat().st_mtime >= src.stat().st_mtime, "built page older than its notebook"
 
