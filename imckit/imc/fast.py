@@ -49,7 +49,7 @@ from ..mapping.arrays import row_tiles
 from ..work import Work
 from .array import _chip_caps, _prepare, calibrate_adc_range, column_counts, mvm
 from .config import IMCConfig
-from .planes import exact_mm
+from .planes import as_tensor, check_ints, exact_mm
 
 CLIP_WARN = 1e-3
 """Modelled fraction of conversions whose count is above the ADC range beyond which
@@ -170,29 +170,66 @@ def _error_table(key: tuple, R: int, **physics) -> dict:
     return t
 
 
-def effective_weights(bits: torch.Tensor, wa: torch.Tensor, cfg: IMCConfig, N: int, M: int,
-                      a_bits: int, row_group: int = 1) -> torch.Tensor:
+def _stored_digits(A: torch.Tensor, a_bits: int) -> torch.Tensor:
+    """``A`` as unsigned ``a_bits``-bit patterns (two's complement wraps), uint8 / int32: the
+    stored bit planes are ``(u >> k) & 1``, made one at a time (never the (N, M, a_bits) int8
+    tensor of :func:`~imckit.imc.planes.stored_planes`)."""
+    if A.is_floating_point():
+        A = A.to(torch.int32)
+    return (A.to(torch.uint8) if a_bits <= 8 else A.to(torch.int32)) & (2**a_bits - 1)
+
+
+def _bit(u: torch.Tensor, k: int) -> torch.Tensor:
+    return (u >> k) & 1
+
+
+def effective_weights(A, cfg: IMCConfig, *, a_bits: int = 4, a_signed: bool = True,
+                      row_group: int = 1) -> torch.Tensor:
     """``A_eff`` (N, M) float32 of the chip ``cfg.seed`` (the capacitors bit-true
     :func:`~imckit.imc.mvm` uses): ``sum_k wa_k b_ik (1 + delta_ik) R / den_k`` per row tile.
-    Without ADC and rounding, ``X @ A_eff`` is the bit-true output."""
-    R, Mb, dev = cfg.rows, bits.shape[1], bits.device
+    Without ADC and rounding to counts, ``X @ A_eff`` is the bit-true output. A layer whose
+    stored operand stays put between updates may keep it.
+
+    >>> A = torch.tensor([[3], [-2]])
+    >>> effective_weights(A, IMCConfig.jia22_16nm(cap_mismatch=0.0)).tolist()
+    [[3.0], [-2.0]]
+    """
+    N, M = A.shape
+    u = _stored_digits(A, a_bits)
+    w = _chip_weights(cfg, N, M, a_bits, a_signed, row_group, A.device)
+    y = None
+    for k in range(a_bits):
+        b = _bit(u, k).to(torch.float32)
+        y = b.mul_(w[k]) if y is None else y.addcmul_(b, w[k])
+    return y
+
+
+def _chip_weights(cfg, N, M, a_bits, a_signed, row_group, dev) -> torch.Tensor:
+    """(a_bits, N, M) float32: ``wa_k (1 + delta) R / den`` of every stored bit cell."""
+    R, Mb = cfg.rows, M * a_bits
     spans = row_tiles(N, R, row_group)
     ct = -(-Mb // cfg.columns)
     key = (cfg.seed, R, cfg.columns, len(spans), ct, cfg.cap_mismatch, str(dev), N, row_group,
-           Mb, tuple(wa.tolist()))
+           M, a_bits, a_signed)
     w = _W_CACHE.get(key)
-    if w is None:
+    if w is not None:
+        _W_CACHE.move_to_end(key)
+        return w
+    wa = 2.0 ** torch.arange(a_bits, dtype=torch.float64)
+    if a_signed:
+        wa[-1] = -wa[-1]
+    if cfg.cap_mismatch > 0:
         delta, den = _chip_caps(cfg.seed, R, cfg.columns, len(spans), ct, cfg.cap_mismatch, dev)
         rows = torch.cat([torch.arange(e - s) + t * R for t, (s, e) in enumerate(spans)])
         tile = torch.cat([torch.full((e - s,), t) for t, (s, e) in enumerate(spans)])
         w = (1 + delta[rows.to(dev), :Mb]) * (R / den[tile.to(dev), :Mb])
-        w = (w.view(N, M, a_bits) * wa.to(dev, torch.float32)).view(N, Mb).contiguous()
-        _W_CACHE[key] = w
-        while sum(v.numel() * 4 for v in _W_CACHE.values()) > _W_CACHE_BYTES and len(_W_CACHE) > 1:
-            _W_CACHE.popitem(last=False)
     else:
-        _W_CACHE.move_to_end(key)
-    return (bits.view(N, M, a_bits).to(torch.float32) * w.view(N, M, a_bits)).sum(-1)
+        w = torch.ones(N, Mb, device=dev)
+    w = (w.view(N, M, a_bits) * wa.to(dev, torch.float32)).permute(2, 0, 1).contiguous()
+    _W_CACHE[key] = w
+    while sum(v.numel() * 4 for v in _W_CACHE.values()) > _W_CACHE_BYTES and len(_W_CACHE) > 1:
+        _W_CACHE.popitem(last=False)
+    return w
 
 
 def _plane_counts(planes, N, spans, dev):
@@ -244,8 +281,13 @@ def mvm_fast(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4,
     """
     kw = dict(a_bits=a_bits, a_signed=a_signed, x_kind=x_kind, x_bits=x_bits, x_scale=x_scale,
               phase=phase, row_group=row_group)
-    A, X, bits, wa, planes, L = _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits, x_scale,
-                                         phase, adc_range, generator, row_group)
+    A = as_tensor("A", A)
+    # bit-true's validation and input planes (the Work counts); the stored planes are made
+    # here one at a time, so _prepare gets A without columns
+    _, X, _, wa, planes, L = _prepare(A[:, :0], X, cfg, a_bits, a_signed, x_kind, x_bits,
+                                      x_scale, phase, adc_range, generator, row_group)
+    lo, hi = (-(2 ** (a_bits - 1)), 2 ** (a_bits - 1) - 1) if a_signed else (0, 2**a_bits - 1)
+    check_ints("A", A, lo, hi, f"a_bits={a_bits}, a_signed={a_signed}")
     if X.shape[1] and planes.n_planes and not _supported(planes, L):
         warnings.warn(f"mvm_fast models binary input planes through a unipolar ADC; x_kind="
                       f"{x_kind!r} with input_levels={cfg.input_levels}, sign_mode="
@@ -254,9 +296,8 @@ def mvm_fast(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4,
                    count_write=count_write, **kw)
     (B, N), M, dev, R = X.shape, A.shape[1], X.device, cfg.rows
     out_dtype = torch.float64 if X.dtype == torch.float64 else torch.float32
-    per_tile = planes.tile_cycles()
-    cycles = sum(per_tile)
-    Mb = bits.shape[1]
+    cycles = sum(planes.tile_cycles())
+    Mb = M * a_bits
     ct = -(-Mb // cfg.columns)
     work = Work(macs=B * N * M, conversions=cycles * Mb, cycles=cycles * ct,
                 row_drives=planes.drives, write_bits=N * M * a_bits if count_write else 0,
@@ -283,68 +324,76 @@ def mvm_fast(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4,
                       "error is a deterministic function of the count there, correlated across "
                       "conversions; the fast model's error variance is not validated, use "
                       "fidelity='bit-true'", stacklevel=2)
-    spans = row_tiles(N, R, row_group)
     physics = dict(rows=R, sigma=sig, cap_mismatch=cfg.cap_mismatch, step=step, top=top,
                    round_counts=rc, linear=linear)
-    # the linear part: the exact product, or the chip's mismatch-folded weights
-    if linear:
-        Alin = effective_weights(bits, wa, cfg, N, M, a_bits, row_group)
-    else:
-        Alin = A
-    ct_dtype = torch.float64 if out_dtype == torch.float64 else torch.float32
-    n_tpb = _plane_counts(planes, N, spans, dev)                   # (T, P, B)
-    bias = var = None
-    clipped = 0.0
-    wp = planes.weights.to(dev, torch.float64)
-    wak = wa.to(dev, torch.float64)
-    exact = True
-    for t, (s, e) in enumerate(spans):
-        Rt = e - s
-        tab = _error_table((tuple(sorted(physics.items())), Rt), Rt, **physics)
-        if tab["exact"]:
-            continue
-        exact = False
-        K = bits[s:e].sum(0, dtype=torch.int64)                    # (Mb,) stored ones
-        nt = n_tpb[t]                                              # (P, B)
-        act = nt > 0
-        nu, ninv = torch.unique(nt[act], return_inverse=True)
-        ku, kinv = torch.unique(K, return_inverse=True)
-        _hypergeom_moments(tab, nu.cpu(), ku.cpu())
-        f1 = tab["f1"][nu.cpu()][:, ku.cpu()].to(dev, torch.float64)
-        f2 = tab["f2"][nu.cpu()][:, ku.cpu()].to(dev, torch.float64)
-        fc = tab["clip"][nu.cpu()][:, ku.cpu()].to(dev, torch.float64)
-        # per vector: plane weights gathered by their count class
-        bidx = torch.arange(B, device=dev).expand_as(nt)[act]
-        w1 = wp.view(-1, 1).expand_as(nt)[act]
-        flat = bidx * nu.numel() + ninv
-        W1 = torch.bincount(flat, weights=w1, minlength=B * nu.numel()).view(B, -1)
-        W2 = torch.bincount(flat, weights=w1 * w1, minlength=B * nu.numel()).view(B, -1)
-        W0 = torch.bincount(ninv, minlength=nu.numel()).to(torch.float64)
-        G1 = W1 @ f1                                               # (B, Ku) mean error
-        G2 = W2 @ (f2 - f1 * f1)                                   # (B, Ku) variance
-        kin = kinv.view(M, a_bits)
-        b1 = (G1[:, kin] * wak).sum(-1)                            # (B, M)
-        b2 = (G2[:, kin] * wak * wak).sum(-1)
-        bias = b1 if bias is None else bias + b1
-        var = b2 if var is None else var + b2
-        clipped += float(W0 @ fc[:, kinv].sum(1))
-    if clipped > CLIP_WARN * cycles * Mb:
-        warnings.warn(f"mvm_fast: ~{clipped / (cycles * Mb):.2%} of the conversions clip above "
+    err = _error_terms(A, planes, wa, physics, N, M, a_bits, row_group, dev)
+    if err is not None and err[2] > CLIP_WARN * cycles * Mb:
+        warnings.warn(f"mvm_fast: ~{err[2] / (cycles * Mb):.2%} of the conversions clip above "
                       f"the ADC range (adc_range={r:g}; more than {CLIP_WARN:.1%}): the fast "
                       "model's clipping error is not validated there, use fidelity='bit-true' "
                       "or a larger range", stacklevel=2)
-    if exact and not linear:                                       # every conversion exact
+    if err is None and not linear:                                 # every conversion exact
         with no_tf32():
-            y = X.to(torch.float64) @ A.to(torch.float64)
-        y = y.to(out_dtype)
+            y = (X.to(torch.float64) @ A.to(torch.float64)).to(out_dtype)
         return (y, work) if report else y
+    ct_dtype = torch.float64 if out_dtype == torch.float64 else torch.float32
+    Alin = (effective_weights(A, cfg, a_bits=a_bits, a_signed=a_signed, row_group=row_group)
+            if linear else A)
     with no_tf32():
         y = X.to(ct_dtype) @ Alin.to(ct_dtype)
-    if not exact:
+    if err is not None:
         if generator is None:
             generator = torch.Generator(device=dev).manual_seed(cfg.seed + 0xFA57)
-        z = torch.randn(B, M, generator=generator, device=dev, dtype=ct_dtype)
-    if not exact:
-        y += (bias + var.clamp(min=0).sqrt() * z).to(ct_dtype)
+        z = torch.randn(B, M, generator=generator, device=dev)
+        y += (err[0] + err[1].clamp_(min=0).sqrt_() * z).to(ct_dtype)
     y = y.to(out_dtype)
     return (y, work) if report else y
+
+
+def _error_terms(A, planes, wa, physics, N, M, a_bits, row_group, dev):
+    """Per output: the summed mean error of its conversions (B, M), their summed variance
+    (B, M), both float32, and the modelled number of clipping conversions; None when every
+    conversion is exact."""
+    R = physics["rows"]
+    spans = row_tiles(N, R, row_group)
+    n_tpb = _plane_counts(planes, N, spans, dev)                   # (T, P, B)
+    B = n_tpb.shape[2]
+    u = _stored_digits(A, a_bits)
+    wp = planes.weights.to(dev, torch.float32)
+    wak = wa.to(dev, torch.float32)
+    mean = var = None
+    clipped = 0.0
+    for t, (s, e) in enumerate(spans):
+        tab = _error_table((tuple(sorted(physics.items())), e - s), e - s, **physics)
+        if tab["exact"]:
+            continue
+        K = torch.stack([_bit(u[s:e], k).sum(0, dtype=torch.int32) for k in range(a_bits)], 1)
+        nt = n_tpb[t]                                              # (P, B)
+        act = nt > 0
+        nu, ninv = torch.unique(nt[act], return_inverse=True)
+        ku, kinv = torch.unique(K.view(-1), return_inverse=True)   # (M * a_bits,) m-major
+        nuc, kuc = nu.cpu(), ku.cpu().long()
+        _hypergeom_moments(tab, nuc, kuc)
+        f1 = tab["f1"][nuc][:, kuc].to(dev)
+        f2 = tab["f2"][nuc][:, kuc].to(dev)
+        fc = tab["clip"][nuc][:, kuc].to(dev)
+        # plane weights of each vector, gathered by the plane's count class
+        bidx = torch.arange(B, device=dev).expand_as(nt)[act]
+        w1 = wp.view(-1, 1).expand_as(nt)[act].double()
+        flat = bidx * nu.numel() + ninv
+        W1 = torch.bincount(flat, weights=w1, minlength=B * nu.numel()).view(B, -1).float()
+        W2 = torch.bincount(flat, weights=w1 * w1, minlength=B * nu.numel()).view(B, -1).float()
+        W0 = torch.bincount(ninv, minlength=nu.numel()).to(torch.float32)
+        # column classes -> outputs: S[u, m] = sum_k wa_k [K_mk in class u]
+        col = torch.arange(M, device=dev).repeat_interleave(a_bits)
+        S1 = torch.zeros(ku.numel(), M, device=dev)
+        S1.index_put_((kinv, col), wak.repeat(M), accumulate=True)
+        S2 = torch.zeros(ku.numel(), M, device=dev)
+        S2.index_put_((kinv, col), (wak * wak).repeat(M), accumulate=True)
+        with no_tf32():
+            b1 = (W1 @ f1) @ S1
+            b2 = (W2 @ (f2 - f1 * f1)) @ S2
+        mean = b1 if mean is None else mean.add_(b1)
+        var = b2 if var is None else var.add_(b2)
+        clipped += float(W0 @ (fc @ torch.bincount(kinv, minlength=ku.numel()).float()))
+    return None if mean is None else (mean, var, clipped)
