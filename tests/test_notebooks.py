@@ -25,6 +25,10 @@ def test_chapter_runs_live_in_a_fresh_kernel(path, monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     stderr = [o.text for o in outputs if o.output_type == "stream" and o.name == "stderr"]
     assert not stderr, f"{path.name} wrote to stderr: {stderr[:2]}"
+    # the chapters are the instructor edition: every answer cell is filled, every check passes
+    for cell in (c for c in nb.cells if "check" in c.metadata.get("tags", [])):
+        verdict = "".join(o.get("data", {}).get("text/plain", "") for o in cell.outputs)
+        assert ": right." in verdict, f"{path.name}: {verdict[:300]}"
     if "widgets.explore(" in path.read_text():
         views = [o for o in outputs if "application/vnd.jupyter.widget-view+json"
                  in o.get("data", {})]
