@@ -33,7 +33,7 @@ import torch
 from ._validate import check_choice, check_range
 from .mapping import PLACEMENTS   # fp32 here = the plain torch model, every MVM unquantized
 
-__all__ = ["noise_budget", "accuracy", "summarize", "write_mini_cifar", "DATASETS", "MODELS",
+__all__ = ["noise_budget", "noise_budget_mvm", "accuracy", "summarize", "write_mini_cifar", "DATASETS", "MODELS",
            "BASELINES", "PLACEMENTS"]
 
 DATASETS = ("digits", "mnist5k", "cifar10")
@@ -45,6 +45,25 @@ BASELINES = ("fp32", "fp16", "int8", "int8-lean")
 def _finite(x: float) -> float | None:
     """JSON-safe float: inf/nan -> None."""
     return float(x) if math.isfinite(x) else None
+
+
+def noise_budget_mvm(mvm: str = "forward", rows_filled: int = 1152, seed: int = 0, *,
+                     preset: str = "jia22_16nm", cap_unit_ff: float | None = None,
+                     cap_mismatch: float | None = None, adc_noise_uv: float | None = None,
+                     adc_bits: int = 8) -> dict:
+    """Experiment 1: the noise budget of one training MVM (``forward``, ``backward``,
+    ``weight_grad``) per cause, against the ADC's and the operands' quantization error, at the
+    range training calibrates (:func:`imckit.imc.budget_point`, which documents the result).
+
+    >>> r = noise_budget_mvm("backward", 144, 0, preset="measured")
+    >>> sorted(r["sqnr_db"])
+    ['adc', 'all', 'analog', 'comparator', 'ktc', 'mismatch', 'operand']
+    """
+    from .imc.analysis import budget_point
+
+    return budget_point(mvm=mvm, rows_filled=rows_filled, preset=preset, cap_unit_ff=cap_unit_ff,
+                        cap_mismatch=cap_mismatch, adc_noise_uv=adc_noise_uv,
+                        adc_bits=adc_bits, seed=seed)
 
 
 def noise_budget(cap_mismatch: float, adc_bits: int, rows: int, seed: int, *, m: int = 64,
