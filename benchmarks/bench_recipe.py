@@ -10,7 +10,9 @@ computed exactly) and IMC full adaptability at the 16 nm preset, under both reci
   layers, so the sun20 recipe keeps both at fp32 and maps nothing: reported, not a test);
 - MNIST-5k small CNN, 3 seeds, reported with its run time (``--mnist-epochs``).
 
-Writes ``benchmarks/results/recipe_accuracy.json`` and ``recipe_accuracy.txt``::
+Writes ``benchmarks/results/recipe_accuracy.json`` and ``recipe_accuracy.txt``; every finished
+run is appended to ``recipe_accuracy.runs.jsonl`` first, so an interrupted run resumes when
+the same command is rerun::
 
     .venv/bin/python benchmarks/bench_recipe.py --n-jobs 2
 """
@@ -23,7 +25,7 @@ import os
 import platform
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -66,8 +68,13 @@ def _jobs(args) -> list[dict]:
             for recipe in ("sun20", "strict"):
                 for pl in ("digital", "imc"):
                     jobs.append({**base, "placement": pl, "recipe": recipe})
-    # longest first, so the pool's tail is short
-    return sorted(jobs, key=lambda j: (j["dataset"] != "mnist5k", j["placement"] != "imc"))
+    # the digits targets first, MNIST-5k last; within each, IMC (longest) first
+    return sorted(jobs, key=lambda j: (j["dataset"] == "mnist5k", j["placement"] != "imc"))
+
+
+def _key(job: dict) -> str:
+    return "|".join(str(job[k]) for k in ("dataset", "model", "hidden", "epochs", "seed",
+                                          "placement", "recipe"))
 
 
 def _interval(vals: list[float]) -> dict:
@@ -168,16 +175,32 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=5, help="seeds of the digits networks")
     p.add_argument("--epochs", type=int, default=10, help="epochs of the digits networks")
     p.add_argument("--mnist-seeds", type=int, default=3, help="seeds of the MNIST-5k CNN (0: skip)")
-    p.add_argument("--mnist-epochs", type=int, default=3, help="epochs of the MNIST-5k CNN")
+    p.add_argument("--mnist-epochs", type=int, default=2, help="epochs of the MNIST-5k CNN")
     p.add_argument("--out", default=str(OUT / "recipe_accuracy.json"))
     args = p.parse_args(argv)
     import torch
 
     jobs = _jobs(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    runs = out.with_suffix(".runs.jsonl")             # one line per finished run: resumable
+    done = {}
+    if runs.exists():
+        for line in runs.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                done[_key(r)] = r
+    todo = [j for j in jobs if _key(j) not in done]
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.n_jobs) as pool:
-        rows = list(pool.map(_run, jobs))
-    total = time.perf_counter() - t0
+    with ProcessPoolExecutor(max_workers=args.n_jobs) as pool, runs.open("a") as fh:
+        for fut in as_completed([pool.submit(_run, j) for j in todo]):
+            r = fut.result()
+            done[_key(r)] = r
+            fh.write(json.dumps(r) + "\n")
+            fh.flush()
+    rows = [done[_key(j)] for j in jobs]
+    total = time.perf_counter() - t0 + sum(
+        r["wall_s"] for k, r in done.items() if k not in {_key(j) for j in todo}) / args.n_jobs
     meta = {"hardware": "2-core x86 CPU", "cpu": platform.processor() or platform.machine(),
             "python": platform.python_version(), "torch": torch.__version__,
             "n_jobs": args.n_jobs, "total_wall_s": total, "argv": vars(args),
@@ -185,8 +208,6 @@ def main(argv=None) -> int:
                 f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out")}
     summary = summarize(rows)
     verdict = verdicts(summary)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "summary": summary, "targets": verdict,
                                "runs": rows}, indent=1) + "\n")
     text = table(summary, verdict, meta)
