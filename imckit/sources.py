@@ -45,10 +45,10 @@ SOURCES: dict[str, str] = {
     "LEE22": "S. K. Lee et al., \"A 7-nm Four-Core Mixed-Precision AI Chip With 26.2-TFLOPS "
              "Hybrid-FP8 Training, 104.9-TOPS INT4 Inference, and Workload-Aware "
              "Throttling\", IEEE JSSC 57(1):182-197, 2022, doi:10.1109/JSSC.2021.3120113.",
-    "SCHMID": "H. Schmid, ..., \"A tutorial to switched-capacitor noise analysis by hand\", "
-              "Analog Integrated Circuits and Signal Processing (AICSP); each switch opening "
-              "on a capacitor samples a fresh kT/C (year, volume and full author list not "
-              "confirmed against a stored copy).",
+    "SCHMID": "H. Schmid, P. Eichelberger, A. Huber, \"A tutorial to switched-capacitor noise "
+              "analysis by hand\", Analog Integrated Circuits and Signal Processing, 2016, "
+              "doi:10.1007/s10470-016-0806-1 (noise is sampled anew on each capacitor a switch "
+              "opens on).",
     "LUQ": "B. Chmiel, R. Banner, E. Hoffer, H. Ben Yaacov, D. Soudry, \"Logarithmic Unbiased "
            "Quantization: Simple 4-bit Training in Deep Learning\", arXiv 2112.10769, 2021, "
            "doi:10.48550/arXiv.2112.10769.",
