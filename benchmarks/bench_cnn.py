@@ -9,6 +9,10 @@
 3. One MNIST-5k MLP epoch (784-128-10) on IMC vs fp32 (target <= 25x).
 4. Peak resident memory of one IMC ResNet-20 step at batch 128 (a fresh process; target < 8 GB).
 
+Every imckit model is converted with ``recipe="strict"`` (every layer mapped, the issue's
+workload): under the default SUN20 recipe the first and last layers stay fp32, and a two-layer
+MLP would map nothing.
+
 Usage: ``python benchmarks/bench_cnn.py [--threads 2] [--steps 3] [--skip-memory]``. Prints a
 table; never asserted in tests.
 """
@@ -69,9 +73,9 @@ def _floors(rec, rows):
 def resnet_step(steps):
     x, y = torch.rand(32, 3, 32, 32), torch.randint(0, 10, (32,))
     out = {"torch": _median_s(_step_fn(models.resnet20(), x, y), steps)}
-    out["digital"] = _median_s(_step_fn(inn.convert(models.resnet20(), placement="digital"),
+    out["digital"] = _median_s(_step_fn(inn.convert(models.resnet20(), placement="digital", recipe="strict"),
                                         x, y), steps)
-    model = inn.convert(models.resnet20(), adaptability="full")
+    model = inn.convert(models.resnet20(), adaptability="full", recipe="strict")
     step = _step_fn(model, x, y)
     out["imc"] = _median_s(step, max(1, steps // 2))
     inn.reset_work(model)
@@ -92,7 +96,7 @@ def resnet_step(steps):
 
 def digits_cnn_fit():
     ds = data.digits(seed=0)
-    model = inn.convert(models.small_cnn(seed=0), adaptability="full")
+    model = inn.convert(models.small_cnn(seed=0), adaptability="full", recipe="strict")
     t0 = time.perf_counter()
     h = train.fit(model, ds, epochs=10, batch_size=32, lr=0.05, seed=0, progress=False)
     return time.perf_counter() - t0, h.test_accuracy[-1]
@@ -101,7 +105,8 @@ def digits_cnn_fit():
 def mnist_epoch():
     ds = data.mnist5k()
     fp = min(_fit_s(models.mlp(784, (128,), 10, seed=0), ds) for _ in range(2))
-    im = _fit_s(inn.convert(models.mlp(784, (128,), 10, seed=0), adaptability="full"), ds)
+    im = _fit_s(inn.convert(models.mlp(784, (128,), 10, seed=0), adaptability="full",
+                            recipe="strict"), ds)
     return fp, im
 
 
@@ -114,7 +119,7 @@ def _fit_s(model, ds):
 def _peak_child():
     torch.set_num_threads(2)
     x, y = torch.rand(128, 3, 32, 32), torch.randint(0, 10, (128,))
-    model = inn.convert(models.resnet20(), adaptability="full")
+    model = inn.convert(models.resnet20(), adaptability="full", recipe="strict")
     _step_fn(model, x, y)()
     print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 
