@@ -8,7 +8,7 @@ name = "ex-imc-1"
 points = 2
 
 
-@test_case(name="noise in counts", points=1, failure_message="sqrt(kT/C) of the column's "
+@test_case(name="noise in counts", points=1, failure_message="sqrt(2 kT/C) (two sampling events) of the column's "
            "capacitance (2304 x 1.2 fF), as a fraction of 0.85 V, times the 2304 rows; "
            "IMCConfig.jia20_65nm().sigma_thermal is the fraction.")
 def test_noise(noise_counts):
