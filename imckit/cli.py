@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--sign-mode", choices=SIGN_MODES, default=None,
                    help="signed inputs in two cycles (+ then -) or one (+-1 drive, bipolar ADC); "
                    "default: the 16 nm preset's (two-cycle)")
+    h.add_argument("--fidelity", choices=("bit-true", "fast"), default="bit-true",
+                   help="bit-true: every plane, column and conversion simulated; fast: one matmul "
+                   "plus an error model fitted to the same physics (imckit.imc.mvm_fast; same "
+                   "work record, validated for 8-bit ADCs)")
     h.add_argument("--cap-mismatch", type=_number(float, 0.0), default=None, metavar="SIGMA",
                    help="relative std of the unit capacitors (>= 0); default: the 16 nm preset's")
     h.add_argument("--adc-bits", type=_number(int, 1, 16), default=None, metavar="B",
@@ -280,7 +284,7 @@ def _build(args, parser, device, imc_cfg):
                                 adaptability=args.adaptability,
                                 fallback_placement=args.fallback_placement,
                                 keep_ends=_keep_ends(args), ends_placement=args.ends_placement,
-                                imc=imc_cfg, seed=args.seed)
+                                fidelity=args.fidelity, imc=imc_cfg, seed=args.seed)
         except ValueError as e:
             parser.error(str(e))
     return ds, model.to(device)
@@ -405,7 +409,7 @@ def _train(args, parser) -> int:
               "adc_bits": getattr(imc_cfg, "adc_bits", args.adc_bits),
               "fallback_placement": args.fallback_placement,
               "sign_mode": getattr(imc_cfg, "sign_mode", args.sign_mode),
-              "recipe": args.recipe, "keep_ends": _keep_ends(args),
+              "recipe": args.recipe, "keep_ends": _keep_ends(args), "fidelity": args.fidelity,
               "ends_placement": args.ends_placement,
               "epochs": args.epochs, "batch_size": args.batch_size,
               "lr": args.lr, "momentum": args.momentum, "weight_decay": args.weight_decay,

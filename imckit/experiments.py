@@ -173,7 +173,7 @@ def accuracy(dataset: str = "mnist5k", model: str = "mlp", adaptability: str = "
              epochs: int = 3, seed: int = 0, *, hidden: Sequence[int] = (64,),
              batch_size: int = 64, lr: float = 0.1, momentum: float = 0.9,
              weight_decay: float = 0.0, schedule: str = "cosine", recipe: str = "sun20",
-             keep_ends: bool | None = None,
+             keep_ends: bool | None = None, fidelity: str = "bit-true",
              data_dir: str | None = None, augment: str | None = None, threads: int = 1,
              baselines: Iterable[str] = BASELINES, device: str = "cpu") -> dict:
     """Train one network and return its accuracy, history, recorded work and energy savings.
@@ -194,6 +194,8 @@ def accuracy(dataset: str = "mnist5k", model: str = "mlp", adaptability: str = "
         recipe: ``sun20`` (default: first and last layers kept at fp32, SAWB, PACT, adaptive
             GradScale) or ``strict`` (every layer mapped, our first rules); see
             :data:`imckit.nn.RECIPES`. ``keep_ends`` overrides the recipe's (None: keep it).
+        fidelity: ``bit-true`` or ``fast`` simulation of the IMC MVMs
+            (:attr:`imckit.nn.LayerConfig.fidelity`).
         threads: torch CPU threads while training (1 = best for parallel sweeps; 0 = leave).
         baselines: digital baselines the recorded work is priced against.
         device: torch device.
@@ -232,7 +234,7 @@ def accuracy(dataset: str = "mnist5k", model: str = "mlp", adaptability: str = "
             cfg = imc.IMCConfig.jia22_16nm(cap_mismatch=cap_mismatch, adc_bits=adc_bits,
                                            seed=seed)
             ends = {} if keep_ends is None else {"keep_ends": keep_ends}
-            net = inn.convert(net, recipe=recipe, placement=placement,
+            net = inn.convert(net, recipe=recipe, placement=placement, fidelity=fidelity,
                               adaptability=adaptability, imc=cfg, seed=seed, **ends)
         net = net.to(device)
         hist, diverged = train.History(), None

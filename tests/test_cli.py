@@ -422,3 +422,17 @@ def test_sweep_on_a_local_dask_cluster_writes_the_serial_records(capsys, tmp_pat
     assert "6 records in" in capsys.readouterr().out
     a, b = ([sweep.without_timing(r) for r in sweep.load_records(tmp_path / n)] for n in "ab")
     assert a == b and len(a) == 6
+
+
+def test_fidelity_flag_reaches_the_layers_and_the_record(tmp_path):
+    """--fidelity fast trains through imc.mvm_fast and is recorded, so a rerun with the other
+    fidelity does not resume or overwrite the result silently (issue 14)."""
+    out = tmp_path / "fast.json"
+    assert cli.main(["train", "--epochs", "1", "--placement", "imc", "--fidelity", "fast",
+                     "--recipe", "strict", "--no-progress", "--threads", "1",
+                     "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["fidelity"] == "fast"
+    assert result["history"][0]["test_accuracy"] > 0.5
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--fidelity", "exact", *FAST])

@@ -587,3 +587,28 @@ def test_digital_conv_path_is_exact_beyond_float32():
     yref = (cols.double() @ wl.reshape(16, -1).double().t()).float() * (xs * ws)
     yref = yref.reshape(16, 16, 16, 16).permute(0, 3, 1, 2) + conv.bias.view(1, -1, 1, 1)
     assert torch.equal(y, yref)
+
+
+def test_fast_fidelity_records_the_same_work_as_bit_true():
+    """LayerConfig(fidelity="fast") runs imc.mvm_fast: same work counts (so the same energy),
+    outputs close to bit-true's (issue 14)."""
+    torch.manual_seed(0)
+    x = torch.rand(32, 64)
+    outs, works = {}, {}
+    for fid in ("bit-true", "fast"):
+        layer = inn.convert(torch.nn.Sequential(torch.nn.Linear(64, 16)), recipe="strict",
+                            adaptability="full", fidelity=fid)
+        layer[0].weight.data = torch.randn(16, 64, generator=torch.Generator().manual_seed(1))
+        y = layer(x)
+        y.sum().backward()
+        outs[fid], works[fid] = y.detach(), inn.collect_work(layer)
+    for m in ("forward", "weight_grad"):
+        a = works["bit-true"]["layers"][0]["mvms"][m]
+        b = works["fast"]["layers"][0]["mvms"][m]
+        for k in ("conversions", "cycles", "row_drives", "macs", "outputs"):
+            assert a[k] == b[k], (m, k)
+    ref = outs["bit-true"]
+    rms = lambda t: float(t.pow(2).mean().sqrt())                         # noqa: E731
+    assert rms(outs["fast"] - ref) < 0.3 * rms(ref)      # two noisy draws of the same product
+    with pytest.raises(ValueError, match="fidelity='exact'"):
+        inn.LayerConfig(fidelity="exact")

@@ -268,8 +268,9 @@ class IMCModule(nn.Module):
         cfg = self._imc_cfg(name)
         with trusted_operands():               # levels from our own quantizers: no re-check
             r = self._adc_range(name, A, X, kw, cfg)
-            y, work = imc.mvm(A, X, cfg, report=True, adc_range=r,
-                              generator=self._generator(X), count_write=False, **kw)
+            run = imc.mvm_fast if self.cfg.fidelity == "fast" else imc.mvm
+            y, work = run(A, X, cfg, report=True, adc_range=r,
+                          generator=self._generator(X), count_write=False, **kw)
         if self.training:
             w = work.to_dict()
             # Stationary weights are written once per update (_program_weights), not per call;
