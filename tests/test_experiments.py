@@ -203,7 +203,7 @@ def test_cifar10_driver_mini_smoke(tmp_path):
     assert "SMOKE TEST" in s["what"] and {r["placement"] for r in s["rows"]} == {"fp32", "digital"}
 
 
-@pytest.mark.parametrize("name", ["claims_noise.json", "claims_accuracy_mlp.json",
+@pytest.mark.parametrize("name", ["claims_noise_mvms.json", "claims_accuracy_mlp.json",
                                   "claims_accuracy_cnn.json", "claims_energy.json"])
 def test_committed_summaries_exist_and_parse(name):
     d = json.loads((DATA / name).read_text())
@@ -216,8 +216,11 @@ def test_committed_summaries_exist_and_parse(name):
         assert all(0 <= r["final_accuracy_mean"] <= 1 for r in d["rows"])
         modes = {r["adaptability"] for r in d["rows"] if r["placement"] == "imc"}
         assert modes == {"full", "two-level", "one-level"}
-    if name == "claims_noise.json":
+    if name == "claims_noise_mvms.json":
+        assert d["schema"] == "imckit.claims_noise/2"
         assert all(r["n"] >= 3 for r in d["rows"])
+        assert {r["mvm"] for r in d["rows"]} == {"forward", "backward", "weight_grad"}
+        assert {r["preset"] for r in d["rows"]} == {"jia22_16nm", "measured"}
     if name == "claims_energy.json":
         # issue 10: with the simulator's bit-serial inputs and two-cycle signs the 11-layer CNN
         # stays below 400x; the one-cycle (ternary drive) reading of the mapping exceeds it
