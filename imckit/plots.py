@@ -323,4 +323,106 @@ def accuracy_by_setting(runs, *, baselines: dict | None = None, figsize=(9.6, 3.
     return fig
 
 
+
+# --- chapter figures that are drawings, not data ------------------------------------------------
+
+def column_schematic():
+    """One charge-domain column, drawn: four rows of input bit, stored bit, AND, capacitor, and
+    the column's ADC (chapter 3). Orange marks the rows whose capacitor is charged. Returns the
+    Figure.
+
+    >>> fig = column_schematic(); len(fig.axes), fig.axes[0].axison
+    (1, False)
+    """
+    from matplotlib import patches
+
+    fig, ax = figure(figsize=(7.2, 4.2))
+    ax.set_xlim(0, 10)
+    ax.set_ylim(-1.6, 6.2)
+    ax.axis("off")
+    col_x = 7.2
+    ax.plot([col_x, col_x], [-0.4, 5.6], color="k", lw=2)                      # column line
+    ax.text(col_x + 0.15, 5.65, "column $j$ (shared node)", fontsize=9, va="bottom")
+    for y, x, a in [(5.0, "1", "1"), (3.9, "1", "0"), (2.8, "0", "1"), (1.2, "1", "1")]:
+        ax.annotate("", xy=(1.4, y), xytext=(0.3, y),
+                    arrowprops=dict(arrowstyle="-|>", color="tab:blue", lw=1.5))
+        ax.text(0.25, y + 0.18, f"$x_i$={x}", fontsize=8, color="tab:blue")
+        ax.plot([1.4, 2.3], [y, y], color="tab:blue", lw=1)
+        ax.add_patch(patches.FancyBboxPatch((2.3, y - 0.35), 1.6, 0.7,
+                                            boxstyle="round,pad=0.02", fc="#eeeeee", ec="k"))
+        ax.text(3.1, y, f"SRAM $a_{{ij}}$={a}", ha="center", va="center", fontsize=8)
+        ax.plot([3.9, 4.6], [y, y], color="k", lw=1)
+        on = x == "1" and a == "1"
+        ax.add_patch(patches.Circle((4.85, y), 0.25, fc="tab:orange" if on else "white", ec="k"))
+        ax.text(4.85, y, "AND", ha="center", va="center", fontsize=5.5)
+        ax.plot([5.1, 5.8], [y, y], color="k", lw=1)
+        for dx in (5.8, 6.0):                                                   # the plates
+            ax.plot([dx, dx], [y - 0.3, y + 0.3], color="k", lw=2.2)
+        ax.text(5.9, y + 0.38, "$C_{ij}$", ha="center", fontsize=8)
+        ax.plot([6.0, col_x], [y, y], color="k", lw=1)
+        ax.text(6.6, y - 0.28, "$V_{DD}$" if on else "0", fontsize=7, ha="center",
+                color="tab:orange" if on else "gray")
+    ax.text(3.1, 2.0, "$\\vdots$  $R$ rows", ha="center", fontsize=10)
+    ax.add_patch(patches.FancyBboxPatch((col_x - 0.7, -1.4), 1.4, 0.8,
+                                        boxstyle="round,pad=0.02", fc="#dbe9f6", ec="k"))
+    ax.text(col_x, -1.0, "ADC\n$B$ bits", ha="center", va="center", fontsize=8)
+    ax.annotate("", xy=(9.7, -1.0), xytext=(col_x + 0.7, -1.0),
+                arrowprops=dict(arrowstyle="-|>", lw=1.2))
+    ax.text(8.3, -0.75, "code $\\approx c_j$", fontsize=8)
+    ax.text(col_x + 0.2, 0.2, "$v_j = V_{DD}\\,\\sum C_{ij} x_i a_{ij} / \\sum C_{ij}$",
+            fontsize=9)
+    return fig
+
+
+#: Colours of the energy components of a training step (chapter 6), in stacking order.
+COMPONENT_COLORS = {"array": "#4c72b0", "adc": "#dd8452", "shift_add": "#55a868",
+                    "input": "#c44e52", "write": "#8172b3", "output": "#937860", "mac": "#7f7f7f",
+                    "fetch": "#bcbd22"}
+
+
+def step_energy(rep, title: str | None = None):
+    """A priced training step (:func:`imckit.energy.training_step_energy`) in two panels.
+
+    Left: energy per MVM, mapped vs all-digital baseline (log, uJ), each MVM labelled with where
+    it computes ("a/b" when layers differ, e.g. kept ends). Right: the share of each MVM's energy
+    per component (:data:`COMPONENT_COLORS`). ``rep`` needs ``by_mvm(baseline=)``,
+    ``placements``, ``to_rows()`` and ``savings``. Returns the Figure.
+
+    >>> from imckit import energy
+    >>> rep = energy.training_step_energy(energy.jia22_cnn()[:2], batch=8)
+    >>> fig = step_energy(rep); len(fig.axes), len(fig.axes[0].patches)
+    (2, 6)
+    """
+    import numpy as np
+
+    mvms = list(MVM_COLORS)
+    fig, (a1, a2) = figure(1, 2, figsize=(8.0, 3.3))
+    mine, base = rep.by_mvm(), rep.by_mvm(baseline=True)
+    place = {m: "/".join(sorted({p[m] for p in rep.placements.values() if m in p}))
+             for m in mvms}
+    x = np.arange(len(mvms))
+    a1.bar(x - 0.2, [base[m] * 1e6 for m in mvms], 0.4, color="#bbbbbb",
+           label="digital baseline")
+    a1.bar(x + 0.2, [mine[m] * 1e6 for m in mvms], 0.4, color=[MVM_COLORS[m] for m in mvms],
+           label="mapped")
+    a1.set_yscale("log")
+    a1.set_xticks(x, [f"{m}\n({place[m]})" for m in mvms])
+    a1.set_ylabel("µJ per training step")
+    a1.legend(fontsize=8)
+    a1.set_title(title or f"savings {rep.savings:.3g}×", fontsize=10)
+    shares = {m: {} for m in mvms}
+    for r in rep.to_rows():
+        shares[r["mvm"]][r["component"]] = shares[r["mvm"]].get(r["component"], 0) + r["energy_j"]
+    bottom = np.zeros(len(mvms))
+    for comp, col in COMPONENT_COLORS.items():
+        h = np.array([shares[m].get(comp, 0) / mine[m] if mine[m] else 0.0 for m in mvms])
+        if h.any():
+            a2.bar(x, h, 0.6, bottom=bottom, color=col, label=comp)
+            bottom += h
+    a2.set_xticks(x, mvms)
+    a2.set_ylabel("share of the MVM's energy")
+    a2.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return fig
+
+
 _register_ipython_display()

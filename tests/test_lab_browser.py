@@ -26,7 +26,8 @@ make_labs = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(make_labs)
 
 SHOTS = ROOT / "_build" / "test-screenshots"
-RAW = ("{exercise}", "{solution}", "{literalinclude}", "{cite}", "{term}", "{doc}", ":label:")
+RAW = ("{exercise}", "{solution}", "{literalinclude}", "{cite}", "{term}", "{doc}", ":label:",
+       "{numref}", "{eq}")
 
 
 @pytest.fixture(scope="module")

@@ -123,7 +123,7 @@ def test_make_labs_writes_both_editions_readable_without_sphinx(editions):
     for name in ("student", "instructor"):
         for path in written[name]:
             text = "".join(c.source for c in nbformat.read(path, as_version=4).cells)
-            for role in ("{literalinclude}", "{cite}", "{term}", "{doc}"):
+            for role in ("{literalinclude}", "{cite}", "{term}", "{doc}", "{numref}", "{eq}", "$$ ("):
                 assert role not in text, f"{name}/{path.name} still has {role}"
             for key in re.findall(r"\(references\.md#([\w-]+)\)", text):
                 assert f'<a id="{key}"></a>' in refs, f"{path.name}: citation {key} has no entry"
@@ -257,3 +257,26 @@ def test_chapters_reading_stored_results_run_alone_from_the_wheel(wheel_venv, ed
     res = run_alone(wheel_venv, out / "student" / f"{stem}.ipynb", tmp_path / stem)
     assert not res["errors"] and not res["stderr"], res
     assert all("not yet answered" in v for v in res["checks"].values())
+
+
+def test_numbered_figures_and_equations_read_the_same_in_the_lab_editions(editions):
+    # numbered through the book, as Sphinx numbers them (chapters in order, cells in order)
+    _, written = editions
+    n = 0
+    for path in written["student"]:
+        src = nbformat.read(ROOT / "book" / path.name, as_version=4)
+        figs = [c.metadata["mystnb"]["figure"] for c in src.cells
+                if "figure" in c.metadata.get("mystnb", {})]
+        nb = nbformat.read(path, as_version=4)
+        captions = [c.source for c in nb.cells if c.source.startswith("**Figure ")]
+        assert len(captions) == len(figs), path.name
+        numbers = range(n + 1, n + len(figs) + 1)
+        for k, caption in zip(numbers, captions):
+            assert caption.startswith(f"**Figure {k}.** ")
+        text = "".join(c.source for c in nb.cells)
+        for m in re.finditer(r"Figure (\d+)", text):
+            assert int(m.group(1)) in numbers, f"{path.name}: Figure {m.group(1)}"
+        n += len(figs)
+    ch01 = next(p for p in written["instructor"] if p.name.startswith("ch01"))
+    text = "".join(c.source for c in nbformat.read(ch01, as_version=4).cells)
+    assert r"\qquad (1)" in text and "equation (1) gives" in text

@@ -108,3 +108,35 @@ def test_accuracy_by_setting_has_one_panel_per_mode_and_one_line_per_adc():
         assert len(ax.lines) == len(BITS) + len(BASE)
         assert all(len(l.get_xdata()) == len(CAPS) for l in ax.lines[:len(BITS)])
     assert len({ax.get_ylim() for ax in fig.axes}) == 1     # one scale for every panel
+
+
+# --- the chapters' drawings --------------------------------------------------------------------
+
+def test_column_schematic_marks_the_rows_whose_capacitor_charges():
+    from matplotlib.patches import Circle
+
+    ax = plots.column_schematic().axes[0]
+    gates = [p for p in ax.patches if isinstance(p, Circle)]
+    assert len(gates) == 4                                  # four rows drawn
+    charged = [p for p in gates if p.get_facecolor()[:3] != (1.0, 1.0, 1.0)]
+    assert len(charged) == 2                                # x_i = a_ij = 1 in rows 1 and 4
+    assert any("ADC" in t.get_text() for t in ax.texts) and not ax.axison
+
+
+def test_step_energy_draws_each_mvm_against_the_baseline_and_its_shares_sum_to_one():
+    from imckit import energy
+
+    rep = energy.training_step_energy(energy.jia22_cnn()[:3], batch=8, adaptability="two-level")
+    fig = plots.step_energy(rep)
+    bars, shares = fig.axes
+    heights = [p.get_height() for p in bars.patches]
+    mine, base = rep.by_mvm(), rep.by_mvm(baseline=True)
+    assert heights[:3] == pytest.approx([base[m] * 1e6 for m in plots.MVM_COLORS])
+    assert heights[3:] == pytest.approx([mine[m] * 1e6 for m in plots.MVM_COLORS])
+    assert [t.get_text() for t in bars.get_xticklabels()][2] == "weight_grad\n(fp32)"
+    tops = {}
+    for p in shares.patches:                                # stacked: the top of each column
+        x = round(p.get_x() + p.get_width() / 2)
+        tops[x] = max(tops.get(x, 0), p.get_y() + p.get_height())
+    assert list(tops.values()) == pytest.approx([1.0, 1.0, 1.0])
+    assert f"{rep.savings:.3g}" in bars.get_title()

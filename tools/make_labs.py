@@ -14,7 +14,11 @@ In both editions what jupyterlab-myst cannot render is rewritten to something re
 ``{literalinclude}`` with ``:pyobject:`` (or a whole file) is inlined as a code block, taken from
 the files at build time; ``{cite}`KEY``` becomes a link to ``references.md`` (written beside the
 chapters from ``book/references.bib``); ``{term}`` and ``{doc}`` become plain names (a ``{doc}``
-a link to the chapter's notebook).
+a link to the chapter's notebook). Numbered figures (a code cell's ``mystnb.figure`` metadata: name and
+caption) get their caption as a markdown cell below the cell, "**Figure N.** ..."; a labelled
+equation (``$$ ... $$ (label)``) gets its number written beside it, and ``{numref}`` / ``{eq}``
+references become "Figure N" / "(N)", numbered as the book numbers them (in order through the
+chapters of _toc.yml).
 
 ``--sync`` (re)writes each chapter's first code cell, the install cell, from the ONE place the
 repository URL lives, ``_config.yml`` (``repository.url``), and the version in ``pyproject.toml``;
@@ -173,6 +177,47 @@ def plain_roles(text: str, titles: dict[str, str]) -> str:
     return re.sub(r"\{term\}`([^`]+)`", term, text)
 
 
+# --- numbered figures and equations -------------------------------------------------------------
+
+_EQ_BLOCK = re.compile(r"^\$\$[ \t]*\n((?:(?!\$\$).*\n)+?)\$\$ \(([\w-]+)\)[ \t]*$", re.M)
+
+
+def figure_options(cell) -> dict:
+    """A code cell's figure options (``mystnb.figure``: name, caption), or {}."""
+    return cell.metadata.get("mystnb", {}).get("figure", {}) if cell.cell_type == "code" else {}
+
+
+def numbers() -> tuple[dict[str, int], dict[str, int]]:
+    """``(figures, equations)``: ``{label: number}``, numbered through the book as Sphinx does,
+    in the order of the chapters in _toc.yml and of the cells in each."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    figs, eqs = [], []
+    for part in toc["parts"]:
+        for entry in part["chapters"]:
+            path = ROOT / f"{entry['file']}.ipynb"
+            if not path.exists():
+                continue
+            nb = nbformat.read(path, as_version=4)
+            figs += [figure_options(c)["name"] for c in nb.cells if figure_options(c).get("name")]
+            eqs += [m.group(2) for c in nb.cells if c.cell_type == "markdown"
+                    for m in _EQ_BLOCK.finditer(c.source)]
+    return {n: i for i, n in enumerate(figs, 1)}, {n: i for i, n in enumerate(eqs, 1)}
+
+
+def plain_numbers(text: str, figs: dict[str, int], eqs: dict[str, int]) -> str:
+    """Labelled equations carry their number; {numref} and {eq} become "Figure N" and "(N)"."""
+    def numref(m):
+        body = m.group(1)
+        label, target = (re.match(r"(.*)<(.*)>", body).groups() if "<" in body
+                         else ("Figure %s", body))
+        return label.strip().replace("%s", str(figs[target.strip()]))
+
+    text = _EQ_BLOCK.sub(lambda m: f"$$\n{m.group(1).rstrip()} \\qquad ({eqs[m.group(2)]})\n$$",
+                         text)
+    text = re.sub(r"\{numref\}`([^`]+)`", numref, text)
+    return re.sub(r"\{eq\}`([^`]+)`", lambda m: f"({eqs[m.group(1).strip()]})", text)
+
+
 _SOLUTION = re.compile(r"^(`{3,}|:{3,})\{solution\}.*?^\1[ \t]*$\n?", re.M | re.S)
 
 
@@ -233,15 +278,24 @@ def references_md() -> str:
 
 # --- the editions ------------------------------------------------------------------------------
 
-def edition(path: Path, student: bool, titles: dict[str, str]):
-    """One chapter as the ``student`` or the instructor lab edition (a notebook object)."""
+def edition(path: Path, student: bool, titles: dict[str, str],
+            numbered: tuple[dict[str, int], dict[str, int]] | None = None):
+    """One chapter as the ``student`` or the instructor lab edition (a notebook object).
+
+    ``numbered``: :func:`numbers`, the book's figure and equation numbers (computed if None).
+    """
     nb = nbformat.read(path, as_version=4)
+    figs, eqs = numbered or numbers()
+
+    def plain(text):
+        return plain_roles(plain_numbers(inline_includes(text, path.parent), figs, eqs), titles)
+
     cells = []
     for cell in nb.cells:
         cell = copy.deepcopy(cell)
         tags = cell.metadata.get("tags", [])
         if cell.cell_type == "markdown":
-            text = plain_roles(inline_includes(cell.source, path.parent), titles)
+            text = plain(cell.source)
             if student:
                 text = strip_solutions(text)
                 if not text.strip():
@@ -251,6 +305,10 @@ def edition(path: Path, student: bool, titles: dict[str, str]):
             cell.source = blank_answer(cell)
             cell.metadata["tags"] = [t for t in tags if t != "hide-input"]
         cells.append(cell)
+        fig = figure_options(cell)
+        if fig.get("caption"):      # jupyterlab-myst ignores mystnb metadata: caption below
+            cells.append(nbformat.v4.new_markdown_cell(
+                f"**Figure {figs[fig['name']]}.** " + plain(fig["caption"])))
     nb.cells = cells
     nb.metadata["imckit"] = {"edition": "student" if student else "instructor",
                              "source": f"book/{path.name}"}
@@ -261,6 +319,7 @@ def build(out: Path = OUT) -> dict[str, list[Path]]:
     """Write both editions of every chapter (and references.md) under ``out``."""
     titles = _chapter_titles()
     refs = references_md()
+    numbered = numbers()
     written: dict[str, list[Path]] = {}
     for name, student in (("instructor", False), ("student", True)):
         folder = out / name
@@ -269,7 +328,8 @@ def build(out: Path = OUT) -> dict[str, list[Path]]:
         written[name] = []
         for path in chapters():
             target = folder / path.name
-            target.write_text(nbformat.writes(edition(path, student, titles)) + "\n")
+            target.write_text(nbformat.writes(edition(path, student, titles, numbered))
+                              + "\n")
             written[name].append(target)
     return written
 
