@@ -121,7 +121,8 @@ def test_summarize_groups_and_dotted_metrics():
 def test_mini_cifar_runs_resnet20_digital(tmp_path):
     d = experiments.write_mini_cifar(tmp_path / "c", n_per_batch=2, seed=1)
     r = experiments.accuracy("cifar10", "resnet20", placement="digital", epochs=1, seed=0,
-                             data_dir=str(d), batch_size=8, baselines=["fp32"])
+                             data_dir=str(d), batch_size=8, baselines=["fp32"],
+                             recipe="strict")        # every layer digital (sun20 keeps ends fp32)
     assert r["n_train"] == 10 and r["n_test"] == 2
     assert len(r["work"]["layers"]) == 20        # 19 convs + 1 fully connected layer
     # Changed by design (issue 10): "digital" computes exact INT4 x radix-4 and is priced as
