@@ -156,6 +156,18 @@ def _column_values(planes, bits, caps, rows, gain=1.0, group=1, cycles=None):
     return out
 
 
+def call_work(X, A, planes, cycles: int, a_bits: int, cfg: IMCConfig, count_write: bool) -> Work:
+    """The :class:`~imckit.work.Work` of one MVM call: every active cycle converts all
+    ``M * a_bits`` physical columns and runs on each of their column tiles (shared by
+    :func:`mvm` and :func:`imckit.imc.fast.mvm_fast`, which must record the same work)."""
+    (B, N), M = X.shape, A.shape[1]
+    Mb = M * a_bits
+    ct = -(-Mb // cfg.columns)
+    return Work(macs=B * N * M, conversions=cycles * Mb, cycles=cycles * ct,
+                row_drives=planes.drives, write_bits=N * M * a_bits if count_write else 0,
+                outputs=B * M)
+
+
 def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed: bool = True,
         x_kind: str = "unsigned", x_bits: int = 4, x_scale: float = 1.0, phase: int = 0,
         adc_range: float | None = None, generator: torch.Generator | None = None,
@@ -219,9 +231,7 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
     per_tile = planes.tile_cycles()
     cycles = sum(per_tile)
     ct = -(-Mb // cfg.columns)                                      # column tiles (arrays)
-    work = Work(macs=B * N * M, conversions=cycles * Mb, cycles=cycles * ct,
-                row_drives=planes.drives, write_bits=N * M * a_bits if count_write else 0,
-                outputs=B * M)
+    work = call_work(X, A, planes, cycles, a_bits, cfg, count_write)
     if cycles == 0 or M == 0 or N == 0:
         y = torch.zeros(B, M, dtype=out_dtype, device=dev)
         return (y, work) if report else y

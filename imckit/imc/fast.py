@@ -46,8 +46,7 @@ import torch
 
 from .._device import no_tf32
 from ..mapping.arrays import row_tiles
-from ..work import Work
-from .array import _chip_caps, _prepare, calibrate_adc_range, column_counts, mvm
+from .array import _chip_caps, _prepare, calibrate_adc_range, call_work, column_counts, mvm
 from .config import IMCConfig
 from .planes import as_tensor, check_ints, exact_mm
 
@@ -299,9 +298,7 @@ def mvm_fast(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4,
     cycles = sum(planes.tile_cycles())
     Mb = M * a_bits
     ct = -(-Mb // cfg.columns)
-    work = Work(macs=B * N * M, conversions=cycles * Mb, cycles=cycles * ct,
-                row_drives=planes.drives, write_bits=N * M * a_bits if count_write else 0,
-                outputs=B * M)
+    work = call_work(X, A, planes, cycles, a_bits, cfg, count_write)
     if cycles == 0 or M == 0 or N == 0:
         y = torch.zeros(B, M, dtype=out_dtype, device=dev)
         return (y, work) if report else y
