@@ -297,7 +297,6 @@ def mvm_fast(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4,
     out_dtype = torch.float64 if X.dtype == torch.float64 else torch.float32
     cycles = sum(planes.tile_cycles())
     Mb = M * a_bits
-    ct = -(-Mb // cfg.columns)
     work = call_work(X, A, planes, cycles, a_bits, cfg, count_write)
     if cycles == 0 or M == 0 or N == 0:
         y = torch.zeros(B, M, dtype=out_dtype, device=dev)
