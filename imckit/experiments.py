@@ -117,17 +117,13 @@ def noise_budget(cap_mismatch: float, adc_bits: int, rows: int, seed: int, *, m:
 
 
 def _operands(rows: int, m: int, batch: int, act_density: float, g: torch.Generator):
-    """INT4 weights ``A`` (rows x m) and unsigned INT4 activations ``X`` (batch x rows).
+    """INT4 weights ``A`` (rows x m) and unsigned INT4 activations ``X`` (batch x rows): the
+    forward operands of :func:`imckit.imc.training_operands` (a Gaussian layer quantized with
+    the max rule; ReLU'd Gaussian activations, a fraction ``act_density`` non-zero)."""
+    from .imc import training_operands
 
-    ``X`` is the ReLU of a Gaussian shifted by ``Phi^-1(act_density)``, so a fraction
-    ``act_density`` of it is non-zero (capped at 1 - 1e-6 so that 1 stays finite).
-    """
-    w = torch.randn(rows, m, generator=g)
-    A = torch.round(w / w.abs().max() * 7).to(torch.int64)
-    shift = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(min(act_density, 1 - 1e-6)))
-    a = torch.relu(torch.randn(batch, rows, generator=g) + shift)
-    top = torch.quantile(a[a > 0], 0.99) if bool((a > 0).any()) else torch.tensor(1.0)
-    X = torch.clamp(torch.round(a / top * 15), 0, 15).to(torch.int64)
+    A, X, _, _, _ = training_operands("forward", rows, outputs=m, vectors=batch,
+                                      act_density=act_density, generator=g)
     return A, X
 
 

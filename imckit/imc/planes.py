@@ -15,6 +15,7 @@ from typing import NamedTuple
 import torch
 
 from ..formats import phase_factor
+from .._device import no_tf32
 from ..mapping.arrays import radix4_group, row_tiles
 
 X_KINDS = ("unsigned", "signed", "radix4", "multilevel")
@@ -243,7 +244,6 @@ def exact_mm(a, b):
     """
     if a.dtype == torch.int8 and b.dtype == torch.int8 and not a.is_cuda:
         return torch._int_mm(a, b).to(torch.float32)
-    from .._device import no_tf32
     with no_tf32():
         return a.to(torch.float32) @ b.to(torch.float32)
 
