@@ -263,11 +263,11 @@ def test_mismatch_depends_on_tile_index_not_call_shape():
     assert torch.equal(wide[:, :64], narrow)
 
 
-@pytest.mark.parametrize("sigma,B,tol", [(0.002, 300, 1e-3), (0.05, 300, 2e-2), (0.05, 3, 1e-4)])
-def test_mismatch_column_values_match_float64_charge_sharing(sigma, B, tol):
+@pytest.mark.parametrize("sigma,B", [(0.002, 300), (0.05, 300), (0.05, 3)])
+def test_mismatch_column_values_match_float64_charge_sharing(sigma, B):
     """Oracle: every column value R * sum_i C_i m_i / sum_i C_i computed in float64 from the
-    chip's capacitors. B=300 vectors run the bfloat16 mismatch matmul (more cycles than rows),
-    B=3 the float32 one; both within ``tol`` counts (the docstring's bound)."""
+    chip's capacitors, within 1e-4 counts (the docstring's bound: two exact int8 matmuls,
+    combined in float32), with more and with fewer cycles than rows."""
     from imckit.imc import array, planes as pl
     g = gen(8)
     N, M, rows = 200, 64, 128
@@ -276,15 +276,30 @@ def test_mismatch_column_values_match_float64_charge_sharing(sigma, B, tol):
     bits, _ = pl.stored_planes(A, 4, True)
     ip = pl.input_planes(X, "unsigned", 4, 2, 1.0, 0, rows)
     n_tiles = 2
-    delta, den = array._chip_caps(9, rows, 256, n_tiles, 1, sigma, "cpu")
+    chip = array._chip_caps(9, rows, 256, n_tiles, 1, sigma, "cpu")
+    delta = chip.delta
     Mb = bits.shape[1]
-    got = array._column_values(ip, bits, (delta[:, :Mb], den[:, :Mb]), rows)
+    got = array._column_values(ip, bits, array.Chip(chip.codes[:, :Mb], chip.scale,
+                                                    chip.den[:, :Mb]), rows)
     for t, ((v, idx), (s, e)) in enumerate(zip(got, [(0, 128), (128, 200)])):
         d, _ = ip.tile_rows(t, s, e, ip.tile_cycles()[t])
         cap = 1.0 + delta[t * rows:t * rows + e - s, :Mb].double()
         full = 1.0 + delta[t * rows:(t + 1) * rows, :Mb].double()
         ref = rows * (d.double() @ (bits[s:e].double() * cap)) / full.sum(0)
-        assert float((v.double() - ref).abs().max()) < tol
+        assert float((v.double() - ref).abs().max()) < 1e-4
+
+
+def test_chip_pattern_is_a_unit_normal_on_its_grid():
+    """The int8 deviation codes: mean 0, variance (1 + grid^2/12)/grid^2 codes^2 (a unit normal
+    rounded to the grid), no code beyond +-127, den the exact column sum of the caps."""
+    from imckit.imc import array
+    chip = array._chip_caps(3, 512, 512, 2, 1, 0.01, "cpu")
+    z = chip.codes.double() * array.MISMATCH_GRID
+    assert chip.codes.dtype == torch.int8 and chip.scale == pytest.approx(0.01 * array.MISMATCH_GRID)
+    assert abs(float(z.mean())) < 4 / 512                        # 2^19 cells: sd of mean 1/724
+    assert float(z.var()) == pytest.approx(1 + array.MISMATCH_GRID**2 / 12, abs=0.01)
+    caps = 1 + chip.delta.double().view(2, 512, 512)
+    assert torch.allclose(chip.den.double(), caps.sum(1), rtol=0, atol=1e-4)
 
 
 def test_exact_mm_matches_int64_product():

@@ -11,7 +11,9 @@ combines the column readings with shifts and adds.
 Non-idealities, each switchable:
 
 * capacitor mismatch ``C_ij = C_u (1 + eps_ij)``, ``eps_ij ~ N(0, cap_mismatch^2)`` drawn once per
-  simulated chip from ``cfg.seed`` and the array (tile) index, then fixed;
+  simulated chip from ``cfg.seed`` and the array (tile) index, then fixed (each ``eps_ij`` on a
+  grid of ``cap_mismatch / 21``, :data:`imckit.imc.array.MISMATCH_GRID`, so the mismatch sums are
+  exact int8 matmuls);
 * kT/C thermal noise, fresh every conversion, ``sigma = sqrt(n kT / C_col) / V_DD`` of full
   swing for the ``n = ktc_samplings`` sampling events of a conversion [SCHMID];
 * the ADC: ``adc_bits`` over ``[0, adc_range]`` of the swing, clipping above, its comparator's
@@ -31,6 +33,7 @@ True
 """
 from __future__ import annotations
 
+from .._malloc import tune as _tune_malloc
 from .analysis import (MVM_KINDS, NoiseBudget, budget_point, noise_budget, sqnr_split,
                        SQNRSplit, training_operands)
 from .array import calibrate_adc_range, column_counts, mvm
@@ -41,3 +44,6 @@ from .planes import X_KINDS
 __all__ = ["IMCConfig", "mvm", "mvm_fast", "column_counts", "calibrate_adc_range", "sqnr_split", "SQNRSplit",
            "noise_budget", "NoiseBudget", "training_operands", "budget_point", "MVM_KINDS",
            "X_KINDS", "BOLTZMANN"]
+
+_tune_malloc()          # large temporaries reuse freed memory (no page faults): imckit._malloc
+

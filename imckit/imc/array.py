@@ -5,6 +5,7 @@ import collections
 import math
 import os
 import time
+from typing import NamedTuple
 
 import torch
 
@@ -27,7 +28,7 @@ CHIP_CACHE_IDLE_S = 120.0
 
 
 def _cache_put(key, value) -> None:
-    size = lambda v: (v[0].numel() + v[1].numel()) * 4
+    size = lambda v: v.codes.numel() + v.den.numel() * 4
     total = sum(size(v) for v, _ in _CHIP_CACHE.values())
     now = time.monotonic()
     while total + size(value) > CHIP_CACHE_BYTES and _CHIP_CACHE:
@@ -41,25 +42,49 @@ def _cache_put(key, value) -> None:
         _CHIP_CACHE[key] = (value, now)
 
 
-def _chip_caps(seed, rows, cols, n_row_tiles, n_col_tiles, sigma, device):
-    """Capacitors of a simulated chip in units of C_u: ``cap = 1 + delta``, returned as
-    ``delta = sigma z`` per bit cell, and ``den`` (T, Ct*cols), the sum of the caps over ALL R
-    rows of each tile (unused rows share charge too). The unit normals z of tile (t, c) come from their own generator seeded by (seed, t, c):
-    a tile's pattern does not depend on how many tiles a call uses. Cached (LRU within
-    :data:`CHIP_CACHE_BYTES`)."""
+MISMATCH_GRID = 6.0 / 127
+"""Grid of a chip's capacitor deviations in units of ``cap_mismatch``: each cell's unit normal
+is drawn, clipped at +-6 and rounded to multiples of 6/127, so the pattern is an int8 code per
+cell and the mismatch term of a column is an exact int8 matmul. The chip simulated IS this
+pattern (a valid draw: variance ``sigma^2 (1 + grid^2 / 12)``, 1.0002 sigma^2; one cell in
+~5e8 clipped) [I]."""
+
+
+class Chip(NamedTuple):
+    """Capacitors of a simulated chip in units of C_u: ``cap = 1 + scale * codes`` per bit cell."""
+    codes: torch.Tensor    # (T * R, Ct * cols) int8 deviation codes, -127..127
+    scale: float           # cap_mismatch * MISMATCH_GRID: one code in units of C_u
+    den: torch.Tensor      # (T, Ct * cols) float32: sum of the caps over ALL R rows of a tile
+
+    @property
+    def delta(self) -> torch.Tensor:
+        """Deviations ``cap - 1`` (float32), as many as ``codes``."""
+        return self.codes.to(torch.float32) * self.scale
+
+
+def _chip_caps(seed, rows, cols, n_row_tiles, n_col_tiles, sigma, device) -> Chip:
+    """The :class:`Chip` of ``seed``: per bit cell ``cap = 1 + sigma z``, z a unit normal on
+    the :data:`MISMATCH_GRID`; ``den`` (T, Ct*cols) sums the caps over ALL R rows of each tile
+    (unused rows share charge too). The normals of tile (t, c) come from their own generator
+    seeded by (seed, t, c): a tile's pattern does not depend on how many tiles a call uses.
+    Cached (within :data:`CHIP_CACHE_BYTES`)."""
     key = (seed, rows, cols, n_row_tiles, n_col_tiles, sigma, str(device))
     hit = _CHIP_CACHE.get(key)
     if hit is not None:
         _CHIP_CACHE[key] = (hit[0], time.monotonic())
         _CHIP_CACHE.move_to_end(key)
         return hit[0]
-    z = torch.empty(n_row_tiles * rows, n_col_tiles * cols)
+    codes = torch.empty(n_row_tiles * rows, n_col_tiles * cols, dtype=torch.int8)
     for t in range(n_row_tiles):
         for c in range(n_col_tiles):
             g = torch.Generator().manual_seed((seed * 1_000_003 + t * 7919 + c * 104_729) % 2**63)
-            z[t * rows:(t + 1) * rows, c * cols:(c + 1) * cols] = torch.randn(rows, cols, generator=g)
-    den = rows + sigma * z.view(n_row_tiles, rows, -1).sum(1)
-    out = (z.mul_(sigma).to(device), den.to(device))
+            z = torch.randn(rows, cols, generator=g)
+            codes[t * rows:(t + 1) * rows, c * cols:(c + 1) * cols] = (
+                z.div_(MISMATCH_GRID).round_().clamp_(-127, 127).to(torch.int8))
+    scale = sigma * MISMATCH_GRID
+    sums = codes.view(n_row_tiles, rows, -1).sum(1, dtype=torch.int64)      # exact
+    den = (rows + scale * sums.to(torch.float64)).to(torch.float32)
+    out = Chip(codes.to(device), scale, den.to(device))
     _cache_put(key, out)
     return out
 
@@ -124,14 +149,12 @@ def _check_memory(X, A, x_kind, x_bits, cfg) -> None:
 def _column_values(planes, bits, caps, rows, gain=1.0, group=1, cycles=None):
     """Per row tile: active (plane, batch) rows, and their column values in counts x gain.
 
-    ``caps`` = (delta, den) of the chip or None: tile t uses the first ``e - s`` capacitors of
-    physical array t, and charge shares over all R of them (unused rows hold 0). A column reads
-    ``R * sum_i C_i m_i / sum_i C_i`` with ``C_i = 1 + delta_i``: the exact count ``sum_i m_i``
-    (an integer matmul) plus the mismatch term ``sum_i delta_i m_i``, a bfloat16 matmul (float32
-    accumulation; its rounding, <= 2^-8 of a term of ~sigma sqrt(count) counts, is < 1e-3 counts
-    at the presets' 0.2 % mismatch and ~1e-2 at 5 %, far below one count and the kT/C noise),
-    or float32 when a tile runs fewer cycles than it has rows (there the cast costs more than the
-    matmul saves)."""
+    ``caps`` = the :class:`Chip` (its columns cut to the stored ones) or None: tile t uses the
+    first ``e - s`` capacitors of physical array t, and charge shares over all R of them (unused
+    rows hold 0). A column reads ``R * sum_i C_i m_i / sum_i C_i`` with ``C_i = 1 + scale k_i``:
+    the exact count ``sum_i m_i`` and the mismatch sum ``sum_i k_i m_i``, both exact int8
+    matmuls on CPU (``k_i`` the cell's int8 deviation code), scaled and combined in float32
+    (relative rounding ~6e-8 of the value: < 1e-4 counts)."""
     N = bits.shape[0]
     out = []
     cycles = planes.tile_cycles() if cycles is None else cycles
@@ -142,14 +165,9 @@ def _column_values(planes, bits, caps, rows, gain=1.0, group=1, cycles=None):
         Bt = bits[s:e]
         v = exact_mm(d, Bt)
         if caps is not None:
-            delta, den = caps
-            dm = delta[t * rows:t * rows + (e - s)] * Bt    # mismatch of the stored 1-bits
-            if d.shape[0] >= e - s:                    # many cycles: the bfloat16 matmul
-                v.add_(d.to(torch.bfloat16) @ dm.to(torch.bfloat16))
-            else:                                      # few (weight gradients): float32
-                with no_tf32():
-                    v.add_(d.to(torch.float32) @ dm)
-            v.mul_((gain * rows) / den[t])             # charge sharing over all R caps, gain
+            cm = caps.codes[t * rows:t * rows + (e - s)] * Bt   # codes of the stored 1-bits
+            v.add_(exact_mm(d, cm), alpha=caps.scale)
+            v.mul_((gain * rows) / caps.den[t])        # charge sharing over all R caps, gain
         elif gain != 1.0:
             v.mul_(gain)
         out.append((v, idx))
@@ -238,8 +256,8 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
     caps = None
     if cfg.cap_mismatch > 0:                                        # mismatch per bit cell
         n_tiles = len(row_tiles(N, R, row_group))
-        delta, den = _chip_caps(cfg.seed, R, cfg.columns, n_tiles, ct, cfg.cap_mismatch, dev)
-        caps = (delta[:, :Mb], den[:, :Mb])
+        chip = _chip_caps(cfg.seed, R, cfg.columns, n_tiles, ct, cfg.cap_mismatch, dev)
+        caps = Chip(chip.codes[:, :Mb], chip.scale, chip.den[:, :Mb])
     fs = R * (L - 1)                                                # full-scale count
     calibrate = cfg.adc_calibration == "percentile" and adc_range is None
     if calibrate:

@@ -218,7 +218,8 @@ def _chip_weights(cfg, N, M, a_bits, a_signed, row_group, dev) -> torch.Tensor:
     if a_signed:
         wa[-1] = -wa[-1]
     if cfg.cap_mismatch > 0:
-        delta, den = _chip_caps(cfg.seed, R, cfg.columns, len(spans), ct, cfg.cap_mismatch, dev)
+        chip = _chip_caps(cfg.seed, R, cfg.columns, len(spans), ct, cfg.cap_mismatch, dev)
+        delta, den = chip.delta, chip.den
         rows = torch.cat([torch.arange(e - s) + t * R for t, (s, e) in enumerate(spans)])
         tile = torch.cat([torch.full((e - s,), t) for t, (s, e) in enumerate(spans)])
         w = (1 + delta[rows.to(dev), :Mb]) * (R / den[tile.to(dev), :Mb])
