@@ -77,6 +77,20 @@ def radix4(g: torch.Tensor, scale: float, phase: int, rounding: str, generator):
                             generator=generator if rounding == "stochastic" else None)
 
 
+def compact_levels(levels: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
+    """INT levels of a float32 tensor as int8 when they fit (every INT format up to 7 bits
+    unsigned / 8 bits signed), else unchanged: the simulator takes integer operands, and an
+    im2col of int8 levels moves a quarter of the bytes of float32 ones (issue 12). float64
+    stays float64 (the exact-gradient checks run there).
+
+    >>> compact_levels(torch.tensor([0.0, 15.0]), 4, False).dtype
+    torch.int8
+    """
+    if levels.dtype != torch.float32 or _int_max(bits, signed) > 127:
+        return levels
+    return levels.to(torch.int8)
+
+
 def exact_product(x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """``x @ a`` computed exactly for quantized operands (float64), returned in ``x``'s dtype."""
     return (x.double() @ a.double()).to(x.dtype)
@@ -210,7 +224,8 @@ class TrainingMVMs(torch.autograd.Function):
         elif pl["forward"] == "imc":
             kw = dict(a_bits=layer.cfg.w_bits, a_signed=True, x_bits=layer.cfg.a_bits,
                       x_kind=layer._x_kind(signed), row_group=layer.kernel_area)
-            y = layer._mvm("forward", wl.reshape(w2.shape).t(), layer._rows(xl), kw) * (xs * ws)
+            xr = layer._rows(compact_levels(xl, layer.cfg.a_bits, signed))
+            y = layer._mvm("forward", wl.reshape(w2.shape).t(), xr, kw) * (xs * ws)
         else:
             x2 = layer._rows(x)
             y = layer._digital("forward", x2, w2.t())
@@ -271,7 +286,8 @@ class TrainingMVMs(torch.autograd.Function):
             elif pl["weight_grad"] == "imc":
                 kw = dict(a_bits=cfg.a_bits, a_signed=signed, x_kind="radix4", x_scale=S,
                           phase=cfg.weight_grad_phase)
-                gw = layer._mvm("weight_grad", layer._rows(xl), d1.t(), kw) * xs
+                xr = layer._rows(compact_levels(xl, cfg.a_bits, signed))
+                gw = layer._mvm("weight_grad", xr, d1.t(), kw) * xs
             else:
                 xu = layer._rows(xl * xs if fwd_quant else x)
                 gw = layer._digital("weight_grad", gy.t(), xu)
@@ -299,5 +315,6 @@ def _pact_alpha_grad(gx: torch.Tensor, x: torch.Tensor, alpha: float, signed: bo
 
 
 __all__ = ["TrainingMVMs", "quantize_weight", "quantize_input", "radix4", "exact_product",
+           "compact_levels",
            "digital_product", "cast", "exact_bilinear", "radix4_ints", "MVM_INDEX",
            "QUANTIZED", "F32_EXACT", "RADIX4_INT_MAX"]

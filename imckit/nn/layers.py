@@ -287,12 +287,12 @@ class IMCModule(nn.Module):
             self._dense[name][0] += dense["cycles"]
             self._dense[name][1] += dense["row_drives"]
             if self.cfg.record_errors:
-                ref = exact_product(X, A)
+                ref = X.double() @ A.double()
                 e = self._errors[name]
                 e[0] += float(((y.double() - ref.double()) ** 2).sum())
                 e[1] += float((ref.double() ** 2).sum())
                 e[2] += int(ref.numel())
-        return y.to(X.dtype)
+        return y.to(X.dtype if X.is_floating_point() else A.dtype)   # int8 levels: A is float
 
     # --- how this layer's operands sit on the arrays (the one mapping, imckit.mapping) ----
     kernel_area = 1
