@@ -204,6 +204,40 @@ def test_cifar10_driver_mini_smoke(tmp_path):
     assert "SMOKE TEST" in s["what"] and {r["placement"] for r in s["rows"]} == {"fp32", "digital"}
 
 
+def test_cifar10_fast_file_is_the_bit_true_file_in_fast_mode():
+    """Issue 14: the fast-mode variant differs from experiment 4's file only by its fidelity
+    and its results folder, and every argument it passes is one the point function takes."""
+    import inspect
+
+    bit_true = sweep.load_spec(ROOT / "experiments" / "cifar10_resnet20.yaml")
+    fast = sweep.load_spec(ROOT / "experiments" / "cifar10_resnet20_fast.yaml")
+    assert fast["fixed"]["fidelity"] == "fast" and "fidelity" not in bit_true["fixed"]
+    assert {k: v for k, v in fast["fixed"].items() if k != "fidelity"} == bit_true["fixed"]
+    assert (fast["function"], fast["grid"], fast["seeds"]) == \
+        (bit_true["function"], bit_true["grid"], bit_true["seeds"])
+    assert fast["out"] != bit_true["out"]
+    fn, _ = sweep.resolve(fast["function"])
+    inspect.signature(fn).bind(**{k: v[0] for k, v in fast["grid"].items()}, **fast["fixed"],
+                               seed=0)
+
+
+@pytest.mark.slow
+def test_cifar10_fast_file_runs_imc_on_mini_data(tmp_path):
+    """The fast file's IMC point through the sweep on random mini CIFAR-format data (1 epoch,
+    2 steps; the numbers mean nothing): the record keeps fidelity=fast, the work is counted."""
+    spec = sweep.load_spec(ROOT / "experiments" / "cifar10_resnet20_fast.yaml")
+    mini = experiments.write_mini_cifar(tmp_path / "c", n_per_batch=2, seed=1)
+    fixed = {**spec["fixed"], "data_dir": str(mini), "epochs": 1, "batch_size": 8,
+             "device": "cpu", "augment": None, "threads": 1}
+    recs = sweep.run(spec["function"], {**spec["grid"], "placement": ["imc"]}, seeds=[0],
+                     out_dir=tmp_path / "recs", fixed=fixed, progress=False)
+    assert not recs.failed and len(recs) == 1
+    rec = recs[0]
+    assert rec["fixed"]["fidelity"] == "fast"
+    mvms = [m for lay in rec["results"]["work"]["layers"] for m in lay["mvms"].values()]
+    assert any(m["placement"] == "imc" and m["conversions"] > 0 for m in mvms)
+
+
 @pytest.mark.parametrize("name", ["claims_noise_mvms.json", "claims_accuracy_mlp.json",
                                   "claims_accuracy_cnn.json", "claims_energy.json"])
 def test_committed_summaries_exist_and_parse(name):

@@ -2,14 +2,16 @@
 
 Oracles: the exact integer product (ideal preset), bit-true mvm itself (mismatch only, no ADC:
 the same chip, equal to float tolerance; with noise and ADC: the output error variance vs the
-exact product, pooled over seeds, within 0.8-1.25 of bit-true's).
+exact product, pooled over seeds, within 0.8-1.25 of bit-true's, computed by
+imckit.fast_validation, which also writes the chapter's table).
 """
 import warnings
 
 import pytest
 import torch
 
-from imckit import imc
+from imckit import fast_validation, imc
+from imckit.fast_validation import calibrated_range, variance_ratio
 from imckit.imc import IMCConfig, mvm, mvm_fast
 from imckit.imc.fast import CLIP_WARN
 
@@ -19,29 +21,6 @@ def _ops(kind, reduction, seed, outputs, vectors=64):
     A, X, kw, _, _ = imc.training_operands(kind, reduction, outputs=outputs, vectors=vectors,
                                            generator=g)
     return A, X, kw
-
-
-def _range(A, X, cfg, kw):
-    return imc.calibrate_adc_range(imc.column_counts(A, X, cfg, **kw), cfg.rows,
-                                   percentile=cfg.adc_percentile, floor=cfg.adc_range_floor())
-
-
-def variance_ratio(kind, reduction, preset, seeds=6, outputs=192, **kw_extra):
-    """Pooled output MSE (vs the exact product) of fast over bit-true, at the range the layers
-    calibrate (99.9 % of counts, a power of two, never under the LSB floor)."""
-    ef = eb = 0.0
-    for s in range(seeds):
-        A, X, kw = _ops(kind, reduction, s, outputs)
-        kw.update(kw_extra)
-        cfg = getattr(IMCConfig, preset)(seed=s)
-        r = _range(A, X, cfg, kw)
-        ref = X.double() @ A.double()
-        yb = mvm(A, X, cfg, adc_range=r, generator=torch.Generator().manual_seed(100 + s), **kw)
-        yf = mvm_fast(A, X, cfg, adc_range=r, generator=torch.Generator().manual_seed(200 + s),
-                      **kw)
-        eb += float(((yb.double() - ref) ** 2).mean())
-        ef += float(((yf.double() - ref) ** 2).mean())
-    return ef / eb
 
 
 def test_ideal_equals_exact_product():
@@ -119,9 +98,80 @@ def test_warns_where_it_breaks():
         mvm_fast(A, X, IMCConfig.jia22_16nm(), adc_range=0.0625, **kw)
     with warnings.catch_warnings():                          # the calibrated range: silent
         warnings.simplefilter("error")
-        mvm_fast(A, X, IMCConfig.jia22_16nm(), adc_range=_range(A, X, IMCConfig(), kw), **kw)
+        r = calibrated_range(A, X, IMCConfig(), kw)
+        mvm_fast(A, X, IMCConfig.jia22_16nm(), adc_range=r, **kw)
     with pytest.warns(UserWarning, match="runs bit-true"):
         y = mvm_fast(A, X, IMCConfig.jia22_16nm(input_levels=4), x_kind="multilevel",
                      x_bits=4, adc_range=0.5)
     assert y.shape == (64, 64)
     assert CLIP_WARN <= 0.01
+
+
+# --- the validation table the chapter "Training on IMC, live" prints -------------------------
+
+def test_validation_layers_are_the_books():
+    """fast_validation.LAYERS describes the models' own shapes (fan-in = forward reduction,
+    fan-out x taps = backward reduction, input channels = backward outputs)."""
+    from torch import nn
+
+    from imckit import models
+
+    lay = fast_validation.LAYERS
+    assert models.mlp(64, (64,))[1].weight.shape == (64, 64)
+    assert lay["digits MLP 64-64"]["forward"]["reduction"] == 64
+    convs = {name: [m for m in net.modules()
+                    if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+             for name, net in (("cnn", models.small_cnn()), ("resnet", models.resnet20()))}
+    shapes = {(c.in_channels, c.out_channels) for c in convs["resnet"]}
+    for name, c_in, c_out in (("digits CNN conv 16-32", 16, 32), ("ResNet-20 conv 16-16", 16, 16),
+                              ("ResNet-20 conv 64-64", 64, 64)):
+        if name.startswith("digits"):
+            assert (convs["cnn"][1].in_channels, convs["cnn"][1].out_channels) == (c_in, c_out)
+        else:
+            assert (c_in, c_out) in shapes
+        f, b, w = (lay[name][k] for k in ("forward", "backward", "weight_grad"))
+        assert (f["reduction"], f["outputs"], f["row_group"]) == (9 * c_in, c_out, 9)
+        assert (b["reduction"], b["outputs"], b["row_group"]) == (9 * c_out, c_in, 9)
+        assert (w["outputs"], w["vectors"]) == (9 * c_in, c_out)
+
+
+def test_committed_validation_is_what_the_chapter_reads():
+    """book/data/fast_validation.json: its schema, every entry the chapter prints, made with
+    today's layers and warning thresholds, the accuracy of the committed benchmark folded in,
+    and the verdicts the chapter states (every ratio in the band; every broken regime warned)."""
+    import json
+
+    from imckit.imc import fast
+    from conftest import ROOT
+
+    d = fast_validation.load()
+    assert d["schema"] == fast_validation.SCHEMA
+    cfg = d["config"]
+    assert cfg["layers"] == json.loads(json.dumps(fast_validation.LAYERS))
+    assert tuple(cfg["band"]) == fast_validation.BAND
+    assert cfg["warn_thresholds"] == {"clip_fraction": fast.CLIP_WARN,
+                                      "few_adc_bits": fast.FEW_BITS}
+    want = {(lay, p, m) for lay in fast_validation.LAYERS for p in fast_validation.PRESETS
+            for m in fast_validation.MVM_KINDS}
+    assert {(r["layer"], r["preset"], r["mvm"]) for r in d["variance"]} == want
+    assert {(r["regime"], r["mvm"]) for r in d["breaks"]} == {
+        (b, m) for b in fast_validation.BREAKS for m in fast_validation.MVM_KINDS}
+    for r in d["variance"] + d["breaks"]:
+        assert {"ratio", "ratio_ci95", "in_band", "warned_seeds", "seeds", "warning"} <= set(r)
+        assert r["in_band"] == (cfg["band"][0] <= r["ratio"] <= cfg["band"][1])
+    assert all(r["in_band"] and r["warned_seeds"] == 0 for r in d["variance"])
+    assert all(r["warned_seeds"] == r["seeds"] for r in d["breaks"])
+    assert any(not r["in_band"] for r in d["breaks"])
+    prov = d["provenance"]
+    assert prov["command"].startswith("python benchmarks/fast_validation.py")
+    assert prov["hardware"] == "2-core x86 CPU" and prov["date"] and prov["wall_s"] > 0
+    acc = d["accuracy"]
+    bench = json.loads((ROOT / acc["source"]).read_text())
+    assert acc["summary"] == bench["summary"] and acc["command"] == bench["command"]
+    assert acc["hardware"] == "2-core x86 CPU"
+    cols = {"layer", "preset", "forward", "backward", "weight_grad", "warned"}
+    assert all(cols <= set(row) for row in fast_validation.rows(d))
+    assert all(cols | {"regime"} <= set(row) for row in fast_validation.rows(d, "breaks"))
+    assert len(fast_validation.accuracy_rows(d)) == 2 * len(acc["summary"])
+    chapter = (ROOT / "book" / "ch05_training_live.ipynb").read_text()
+    assert "fast_validation.load()" in chapter and "fast_validation.rows(FV" in chapter
