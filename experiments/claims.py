@@ -12,6 +12,7 @@ Usage, from the repository root::
     .venv/bin/python experiments/claims.py accuracy-cnn   # exp. 2 -> book/data/claims_accuracy_cnn.json
     .venv/bin/python experiments/claims.py energy         # exp. 3 -> book/data/claims_energy.json
     .venv/bin/python experiments/claims.py cifar10 --data-dir DIR --device cuda   # exp. 4 (GPU)
+    .venv/bin/python experiments/claims.py cifar10 --fidelity fast --data-dir DIR --device cuda
     .venv/bin/python experiments/claims.py all            # 1-3 in order
 
 ``energy`` reads the records of the two accuracy experiments (it trains nothing) and adds the
@@ -279,28 +280,31 @@ def cmd_cifar10(args, argv) -> Path:
     over = {"data_dir": args.data_dir, "device": args.device}
     if args.epochs:
         over["epochs"] = args.epochs
-    spec = sweep.load_spec(HERE / "cifar10_resnet20.yaml")
+    fast = args.fidelity == "fast"
+    spec = sweep.load_spec(HERE / ("cifar10_resnet20_fast.yaml" if fast else "cifar10_resnet20.yaml"))
     if args.mini:
         where = Path(args.results) if args.results else HERE / "results"
         mini = experiments.write_mini_cifar(where / "mini_cifar", n_per_batch=4)
         over.update(data_dir=str(mini), epochs=1, batch_size=8, device="cpu", augment=None)
-        spec["out"] = str(where / "cifar10_mini_SMOKE_TEST")
-        spec["grid"] = {**spec["grid"], "placement": ["fp32", "digital"]}
+        spec["out"] = str(where / ("cifar10_fast_mini_SMOKE_TEST" if fast else "cifar10_mini_SMOKE_TEST"))
+        spec["grid"] = {**spec["grid"], "placement": ["imc"] if fast else ["fp32", "digital"]}
         spec["seeds"] = [0]
     t0 = time.perf_counter()
     fixed = spec["fixed"] = {**spec["fixed"], **over}
     recs = sweep.run(spec["function"], spec["grid"], seeds=spec["seeds"], out_dir=spec["out"],
                      fixed=fixed, n_jobs=args.n_jobs or 1, progress=not args.quiet)
     rows = sweep.table(recs)
-    result = {"what": "ResNet-20 test accuracy on CIFAR-10 (fp32 = standard training)",
+    result = {"what": "ResNet-20 test accuracy on CIFAR-10 (fp32 = standard training)"
+                      + ("; IMC in the fast mode (imc.mvm_fast)" if fast else ""),
               "settings": fixed, "rows": _acc_summary(rows),
               "provenance": _provenance(argv, time.perf_counter() - t0, [spec])}
     if args.mini:
-        result["what"] = "SMOKE TEST on random mini data in the CIFAR-10 format: meaningless"
+        result["what"] = ("SMOKE TEST on random mini data in the CIFAR-10 format: meaningless"
+                          + ("; IMC in the fast mode (imc.mvm_fast)" if fast else ""))
         path = Path(spec["out"] + "_summary.json")
         path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
         return path
-    return _write("claims_cifar10.json", result)
+    return _write("claims_cifar10_fast.json" if fast else "claims_cifar10.json", result)
 
 
 def main(argv=None) -> int:
@@ -313,6 +317,9 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default="data", help="cifar10: folder of the CIFAR-10 batches")
     p.add_argument("--device", default="cuda", help="cifar10: torch device")
     p.add_argument("--epochs", type=int, default=0, help="cifar10: override the file's epochs")
+    p.add_argument("--fidelity", choices=["bit-true", "fast"], default="bit-true",
+                   help="cifar10: bit-true (cifar10_resnet20.yaml) or the fast mode "
+                   "(cifar10_resnet20_fast.yaml, summary claims_cifar10_fast.json)")
     p.add_argument("--mini", action="store_true",
                    help="cifar10: smoke test on generated random mini data (numbers meaningless)")
     p.add_argument("--results", default=None,

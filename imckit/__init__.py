@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "formats", "imc", "energy", "nn", "models", "train", "data", "sweep",
-    "widgets", "plots", "sources", "mapping", "work", "train_grid", "exercises",
+    "widgets", "plots", "sources", "mapping", "work", "train_grid", "exercises", "fast_validation",
 )
 
 __all__ = ["__version__", *_SUBMODULES]
