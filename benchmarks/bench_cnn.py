@@ -8,6 +8,11 @@
 2. The digits small CNN, 10 epochs on IMC: ``fit`` time without start-up (target <= 2.5 s).
 3. One MNIST-5k MLP epoch (784-128-10) on IMC vs fp32 (target <= 25x).
 4. Peak resident memory of one IMC ResNet-20 step at batch 128 (a fresh process; target < 8 GB).
+5. The same three workloads in the fast mode (``fidelity="fast"``, issue 14; targets: ResNet-20
+   step <= 10x, MNIST-5k MLP epoch <= 6x).
+
+The plane floor is given twice: float32 matmul MACs (sgemm) and the int8 x int8 -> int32
+matmuls (``torch._int_mm``) the simulator actually runs, at the rate of a 1152-row tile.
 
 Every imckit model is converted with ``recipe="strict"`` (every layer mapped, the issue's
 workload): under the default SUN20 recipe the first and last layers stay fp32, and a two-layer
@@ -73,6 +78,8 @@ def _floors(rec, rows):
 def resnet_step(steps):
     x, y = torch.rand(32, 3, 32, 32), torch.randint(0, 10, (32,))
     out = {"torch": _median_s(_step_fn(models.resnet20(), x, y), steps)}
+    out["fast"] = _median_s(_step_fn(inn.convert(models.resnet20(), adaptability="full",
+                                                 recipe="strict", fidelity="fast"), x, y), steps)
     out["digital"] = _median_s(_step_fn(inn.convert(models.resnet20(), placement="digital", recipe="strict"),
                                         x, y), steps)
     model = inn.convert(models.resnet20(), adaptability="full", recipe="strict")
@@ -91,12 +98,20 @@ def resnet_step(steps):
         a @ b
     rate = 10 * 1024 * 1152 * 1024 / (time.perf_counter() - t0)
     out["plane_floor"], out["conversions"], out["plane_macs"] = macs / rate, conv, macs
+    a8 = torch.randint(0, 2, (4096, 1152), dtype=torch.int8)
+    b8 = torch.randint(0, 2, (1152, 256), dtype=torch.int8)
+    torch._int_mm(a8, b8)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        torch._int_mm(a8, b8)
+    out["int8_floor"] = macs / (10 * 4096 * 1152 * 256 / (time.perf_counter() - t0))
     return out
 
 
-def digits_cnn_fit():
+def digits_cnn_fit(fidelity="bit-true"):
     ds = data.digits(seed=0)
-    model = inn.convert(models.small_cnn(seed=0), adaptability="full", recipe="strict")
+    model = inn.convert(models.small_cnn(seed=0), adaptability="full", recipe="strict",
+                        fidelity=fidelity)
     t0 = time.perf_counter()
     h = train.fit(model, ds, epochs=10, batch_size=32, lr=0.05, seed=0, progress=False)
     return time.perf_counter() - t0, h.test_accuracy[-1]
@@ -105,9 +120,10 @@ def digits_cnn_fit():
 def mnist_epoch():
     ds = data.mnist5k()
     fp = min(_fit_s(models.mlp(784, (128,), 10, seed=0), ds) for _ in range(2))
-    im = _fit_s(inn.convert(models.mlp(784, (128,), 10, seed=0), adaptability="full",
-                            recipe="strict"), ds)
-    return fp, im
+    im, fast = (_fit_s(inn.convert(models.mlp(784, (128,), 10, seed=0), adaptability="full",
+                                   recipe="strict", fidelity=f), ds)
+                for f in ("bit-true", "fast"))
+    return fp, im, fast
 
 
 def _fit_s(model, ds):
@@ -139,7 +155,8 @@ def main(argv=None) -> int:
           f"IMC preset jia22_16nm")
     r = resnet_step(args.steps)
     fit_s, acc = digits_cnn_fit()
-    fp, im = mnist_epoch()
+    fit_f, acc_f = digits_cnn_fit("fast")
+    fp, im, fast = mnist_epoch()
     rows = [
         ("ResNet-20 step b32, plain torch", r["torch"], 1.0, ""),
         ("  imckit digital radix-4 (exact)", r["digital"], r["digital"] / r["torch"],
@@ -149,10 +166,15 @@ def main(argv=None) -> int:
         ("  floor: one randn per conversion", r["noise_floor"], r["noise_floor"] / r["torch"], ""),
         ("  floor: plane-product MACs (sgemm)", r["plane_floor"], r["plane_floor"] / r["torch"],
          f"{r['plane_macs'] / 1e9:.1f} G MACs"),
+        ("  floor: plane-product MACs (int8)", r["int8_floor"], r["int8_floor"] / r["torch"],
+         "torch._int_mm, the kernel the simulator runs"),
+        ("  imckit IMC, fast mode", r["fast"], r["fast"] / r["torch"], "target <= 10x (issue 14)"),
         ("digits small CNN, 10 epochs, IMC fit", fit_s, float("nan"),
          f"target <= 2.5 s; test acc {acc:.3f}"),
+        ("  same in the fast mode", fit_f, float("nan"), f"test acc {acc_f:.3f}"),
         ("MNIST-5k MLP epoch, fp32", fp, 1.0, ""),
         ("  same on IMC (full)", im, im / fp, "target <= 25x"),
+        ("  same in the fast mode", fast, fast / fp, "target <= 6x (issue 14)"),
     ]
     print(f"\n{'case':<40} {'wall s':>8} {'ratio':>8}  note")
     for name, t, ratio, note in rows:
