@@ -12,9 +12,9 @@ A chapter writes::
 and gets one control per keyword. Two modes, chosen automatically:
 
 * ``static`` (the book build, where ``IMCKIT_BOOK_BUILD=1`` is set by ``book/_ext``): every grid
-  point is computed once, rendered to a PNG ``Image`` widget and placed in nested ``Stack``
-  widgets whose ``selected_index`` is ``jslink``-ed to the controls. The links run in the page's
-  JavaScript, so the sliders of the rendered page still change the figure with no kernel.
+  point is computed once, rendered to a frame and placed in nested ``Stack`` widgets whose
+  ``selected_index`` is ``jslink``-ed to the controls. The links run in the page's JavaScript,
+  so the sliders of the rendered page still change the figure with no kernel.
 * ``live`` (JupyterLab): the first point is computed at once; moving a control computes the new
   point in a worker thread. A point that reports how far it is (a generator yielding
   ``(figure, fraction)``, or ``progress(fraction)``) fills a progress bar; one that reports no
@@ -25,6 +25,14 @@ and gets one control per keyword. Two modes, chosen automatically:
 
 A slider's values must increase from left to right (a control running backwards reads wrong).
 
+Each frame (one grid point, in both modes) is an ``HTML`` widget holding a ``<figure
+class="imckit-frame">``: its PNG images as ``<img>`` with alt text, and a caption naming the
+setting shown, so the caption follows the controls and a screen reader hears what each frame
+plots. The alt text names the explorer (``title``), the setting, and what the figure shows:
+the chapter's own description (``alt=``, a template or a function of the point) or, without
+one, the figure's titles, axis labels and legend (:func:`describe`). The book build reuses the
+initial frame as the page's static fallback (``book/_ext/imckit_online.py``).
+
 ``fn`` returns a :class:`matplotlib.figure.Figure` (best made with :func:`imckit.plots.figure`,
 not pyplot), an HTML string, or a tuple of those. With ``plot=``, ``fn`` returns data and
 ``plot(data)`` draws it, so tests can check the data. A point that raises shows a readable
@@ -32,22 +40,29 @@ message instead of a traceback.
 """
 from __future__ import annotations
 
+import base64
 import html
 import inspect
 import itertools
 import os
+import re
+import string
 import threading
 import time
 from typing import Any, Callable, Sequence
 
 import ipywidgets as W
+from ipywidgets.widgets.widget_string import HTMLStyle
+from matplotlib.category import StrCategoryFormatter
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedFormatter, FixedLocator, FuncFormatter
 
 from ._validate import check_choice
 from .plots import to_png
 
 MODES = ("auto", "static", "live")
 _MAX_POINTS = 200  # a precomputed grid beyond this makes the page too heavy
+FRAME_CLASS = "imckit-frame"  # the <figure> of one frame; book/_ext/imckit_online.py finds it
 
 
 class Superseded(Exception):
@@ -74,29 +89,94 @@ def _close_pyplot(fig: Figure) -> None:
         plt.close(fig)
 
 
-class Rendered:
-    """One rendered grid point: PNG images and HTML snippets, or an error message."""
+def describe(fig: Figure) -> str:
+    """What a figure shows, in words, for its alt text: titles, axes, scales, named categories
+    (text tick labels) and legend entries.
 
-    def __init__(self, parts: Sequence[bytes | str] = (), error: str | None = None, data: Any = None):
+    >>> from imckit.plots import figure
+    >>> fig, (ax, bx) = figure(1, 2); _ = ax.loglog([1, 10], [1, 5], label="n = 2")
+    >>> _ = ax.set(title="G = 400", xlabel="gain G", ylabel="savings"); _ = ax.legend()
+    >>> _ = bx.barh(["adc", "thermal"], [30, 41]); _ = bx.set_xlabel("SQNR (dB)")
+    >>> describe(fig)
+    'G = 400: savings against gain G (log-log); legend: n = 2; SQNR (dB) by adc, thermal'
+    """
+    def words(text: str) -> str:
+        return re.sub(r"\s+", " ", text).strip()
+
+    out = []
+    sup = getattr(fig, "_suptitle", None)
+    if sup is not None and words(sup.get_text()):
+        out.append(words(sup.get_text()))
+    for ax in fig.axes:
+        if not ax.get_visible() or not ax.has_data():
+            continue
+        x, y, title = words(ax.get_xlabel()), words(ax.get_ylabel()), words(ax.get_title())
+        what = f"{y} against {x}" if x and y else (x or y or "a plot")
+        for axis in (ax.xaxis, ax.yaxis):     # categories: ticks named by text, not numbers
+            fmt = axis.get_major_formatter()
+            if isinstance(fmt, (FixedFormatter, StrCategoryFormatter)) or (  # set_ticks(labels=)
+                    isinstance(fmt, FuncFormatter) and isinstance(axis.get_major_locator(),
+                                                                  FixedLocator)):
+                names = [words(t.get_text()) for t in axis.get_ticklabels()]
+                if any(names):
+                    what += " by " + ", ".join(n for n in names if n)
+        logs = [a for a, sc in (("x", ax.get_xscale()), ("y", ax.get_yscale())) if sc == "log"]
+        if logs:
+            what += " (log-log)" if len(logs) == 2 else f" (log {logs[0]})"
+        legend = ax.get_legend()
+        entries = [words(t.get_text()) for t in legend.get_texts()] if legend else []
+        if any(entries):
+            what += "; legend: " + ", ".join(e for e in entries if e)
+        out.append(f"{title}: {what}" if title else what)
+    return "; ".join(out) if out else "a figure"
+
+
+class Rendered:
+    """One rendered grid point: PNG images (each with its alt text) and HTML snippets, a caption,
+    or an error message."""
+
+    def __init__(self, parts: Sequence[bytes | str] = (), error: str | None = None, data: Any = None,
+                 alt: Sequence[str] = (), caption: str = ""):
         self.parts = list(parts)
         self.error = error
         self.data = data
+        self.alt = list(alt)          # one per PNG part, in order
+        self.caption = caption
         self._widget: W.Widget | None = None
 
     @property
     def nbytes(self) -> int:
         return sum(len(p) if isinstance(p, bytes) else len(p.encode()) for p in self.parts) + (
-            len(self.error.encode()) if self.error else 0)
+            len(self.error.encode()) if self.error else 0) + sum(
+            len(a.encode()) for a in self.alt) + len(self.caption.encode())
 
-    def widget(self) -> W.Widget:
-        """The widget showing this point (made once: revisiting a point reuses it)."""
-        if self._widget is None:
-            if self.error is not None:
-                self._widget = W.HTML(self.error)
+    @property
+    def html(self) -> str:
+        """The frame as HTML: ``<figure class="imckit-frame">`` with the images (PNG data URLs
+        with alt text), the HTML parts and the caption; an error shows its message."""
+        if self.error is not None:
+            return self.error
+        alts = iter(self.alt)
+        body = []
+        for p in self.parts:
+            if isinstance(p, bytes):
+                b64 = base64.b64encode(p).decode()
+                body.append(f'<img src="data:image/png;base64,{b64}" '
+                            f'alt="{html.escape(next(alts, ""), quote=True)}" '
+                            'style="display:block;max-width:100%;height:auto">')
             else:
-                children = [W.Image(value=p, format="png") if isinstance(p, bytes) else W.HTML(p)
-                            for p in self.parts]
-                self._widget = children[0] if len(children) == 1 else W.VBox(children)
+                body.append(f"<div>{p}</div>")
+        caption = (f'<figcaption style="font-size:0.9em;line-height:1.4;margin-top:0.25em">'
+                   f"{html.escape(self.caption)}</figcaption>") if self.caption else ""
+        return (f'<figure class="{FRAME_CLASS}" style="margin:0">{"".join(body)}{caption}'
+                "</figure>")
+
+    def widget(self, layout: W.Layout | None = None, style: W.Widget | None = None) -> W.Widget:
+        """The widget showing this point (made once: revisiting a point reuses it). An explorer
+        passes one ``layout`` and ``style`` to all its frames: the page stores them once."""
+        if self._widget is None:
+            shared = {k: v for k, v in (("layout", layout), ("style", style)) if v is not None}
+            self._widget = W.HTML(self.html, **shared)
         return self._widget
 
 
@@ -118,7 +198,8 @@ class Explorer:
     def __init__(self, fn: Callable, grid: dict[str, Sequence], *, mode: str = "auto",
                  plot: Callable | None = None, labels: dict[str, str] | None = None,
                  initial: dict[str, Any] | None = None, title: str | None = None,
-                 dpi: float = 80, live: dict[str, Sequence] | None = None):
+                 dpi: float = 80, live: dict[str, Sequence] | None = None,
+                 alt: str | Callable[..., str] | None = None):
         check_choice("mode", mode, MODES)
         if not callable(fn):
             raise ValueError(f"fn={fn!r} is not allowed: it must be callable")
@@ -158,7 +239,20 @@ class Explorer:
             if v not in self.grid[k]:
                 raise ValueError(f"initial {k}={v!r} is not allowed: choose one of "
                                  + ", ".join(_fmt(x) for x in self.grid[k]))
+        if isinstance(alt, str):
+            for _, field, _, _ in string.Formatter().parse(alt):
+                name = re.split(r"[.\[]", field)[0] if field is not None else None
+                if name is not None and name not in self.grid:
+                    raise ValueError(f"alt field {{{field}}} is not allowed: use the names of the "
+                                     "grid, " + ", ".join(self.grid))
+        elif alt is not None and not callable(alt):
+            raise ValueError(f"alt={alt!r} is not allowed: give a template string or a function")
         self.fn, self.plot, self.mode, self.dpi = fn, plot, mode, dpi
+        self.title, self.alt = title, alt
+        self.labels = {name: labels.get(name, name) for name in self.grid}
+        # one layout and style for all frames: ~1.5 KB less per frame in the page's widget state
+        self._frame_layout = W.Layout()
+        self._frame_style = HTMLStyle()
         self.n_points = n_points
         self.cache: dict[tuple, Rendered] = {}
         self.computations = 0  # finished computations (tests check caching with it)
@@ -172,7 +266,7 @@ class Explorer:
         self.controls: dict[str, W.Widget] = {}
         for name, values in self.grid.items():
             opts = [(_fmt(v), v) for v in values]
-            desc = labels.get(name, name)
+            desc = self.labels[name]
             if all(_is_number(v) for v in values):
                 ctrl = W.SelectionSlider(options=opts, description=desc, continuous_update=False,
                                          style={"description_width": "initial"},
@@ -224,19 +318,47 @@ class Explorer:
         return self.cache.get(self.key)
 
     # --- computing one point ---------------------------------------------------------------
-    def _render(self, out: Any) -> list[bytes | str]:
+    def setting(self, params: dict[str, Any]) -> str:
+        """A point in words, with the controls' labels: ``"gain G = 400, MVMs on IMC = 2"``."""
+        return ", ".join(f"{self.labels[k]} = {_fmt(v)}" for k, v in params.items())
+
+    def _describe(self, params: dict[str, Any], data: Any, figures: list[Figure]) -> list[str]:
+        """The alt text of each figure of a point: explorer, setting, then what it shows."""
+        head = f"{self.title or 'Explorer'} at {self.setting(params)}"
+        if isinstance(self.alt, str):
+            told = self.alt.format(**params)
+        elif self.alt is not None:
+            kwargs = dict(params)
+            if "data" in inspect.signature(self.alt).parameters:
+                kwargs["data"] = data
+            told = str(self.alt(**kwargs))
+        else:
+            told = None
+        texts = []
+        for i, fig in enumerate(figures):
+            what = told if told is not None else describe(fig)
+            of = f" (figure {i + 1} of {len(figures)})" if len(figures) > 1 else ""
+            texts.append(f"{head}{of}: {what}")
+        return texts
+
+    def _rendered(self, out: Any, params: dict[str, Any], data: Any = None) -> Rendered:
         items = out if isinstance(out, tuple) else (out,)
         parts: list[bytes | str] = []
+        figures = []
+        for item in items:
+            if isinstance(item, Figure):
+                figures.append(item)
+            elif not isinstance(item, str):
+                raise TypeError(f"an explorer function must return a matplotlib Figure, an HTML "
+                                f"string or a tuple of those, not {type(item).__name__}")
+        alt = self._describe(params, data, figures)  # before the figures are closed
         for item in items:
             if isinstance(item, Figure):
                 parts.append(to_png(item, dpi=self.dpi, palette=256))
                 _close_pyplot(item)
-            elif isinstance(item, str):
-                parts.append(item)
             else:
-                raise TypeError(f"an explorer function must return a matplotlib Figure, an HTML "
-                                f"string or a tuple of those, not {type(item).__name__}")
-        return parts
+                parts.append(item)
+        return Rendered(parts, data=data, alt=alt, caption=f"Shown at {self.setting(params)}.")
 
     def _evaluate(self, key: tuple, progress: Callable[[float], None],
                   on_partial: Callable[[Rendered], None] | None) -> Rendered:
@@ -257,13 +379,12 @@ class Explorer:
                             progress(None)
                         last = item
                         if on_partial is not None:
-                            on_partial(Rendered(self._render(self.plot(item) if self.plot else item)))
+                            on_partial(self._rendered(self.plot(item) if self.plot else item,
+                                                      params, item))
                 finally:
                     gen.close()
                 out = last
-            data = out
-            shown = self.plot(out) if self.plot else out
-            return Rendered(self._render(shown), data=data)
+            return self._rendered(self.plot(out) if self.plot else out, params, out)
         except Superseded:
             raise
         except Exception as exc:  # a readable message in the panel, not a traceback
@@ -284,7 +405,7 @@ class Explorer:
 
         def level(depth: int, prefix: tuple) -> W.Widget:
             if depth == len(names):
-                return self.cache[prefix].widget()
+                return self.cache[prefix].widget(self._frame_layout, self._frame_style)
             stack = W.Stack([level(depth + 1, prefix + (v,)) for v in self.grid[names[depth]]])
             stack.selected_index = self.controls[names[depth]].index
             # Runs in the browser: the rendered page needs no kernel to follow the control.
@@ -301,7 +422,7 @@ class Explorer:
 
     # --- live mode -------------------------------------------------------------------------
     def _show(self, rendered: Rendered) -> None:
-        self._image_box.children = (rendered.widget(),)
+        self._image_box.children = (rendered.widget(self._frame_layout, self._frame_style),)
 
     def _on_change(self, change=None) -> None:
         key = self.key
@@ -403,7 +524,7 @@ class Explorer:
 def explore(fn: Callable, *, plot: Callable | None = None, labels: dict[str, str] | None = None,
             initial: dict[str, Any] | None = None, title: str | None = None, mode: str = "auto",
             dpi: float = 80, live: dict[str, Sequence] | None = None,
-            **grid: Sequence) -> Explorer:
+            alt: str | Callable[..., str] | None = None, **grid: Sequence) -> Explorer:
     """An explorer of ``fn`` over a grid: one control per keyword in ``grid``.
 
     Args:
@@ -413,12 +534,16 @@ def explore(fn: Callable, *, plot: Callable | None = None, labels: dict[str, str
         plot: optional ``plot(data) -> Figure`` applied to what ``fn`` returns.
         labels: control captions, ``{name: text}``.
         initial: starting value per control (default: the first value of each list).
-        title: optional heading.
+        title: optional heading; it also opens each frame's alt text (default "Explorer").
         mode: ``"auto"`` (static in the book build, live otherwise), ``"static"`` or ``"live"``.
         dpi: resolution of rendered figures (page weight grows with its square).
         live: ``{name: [values...]}`` used instead of the grid's values in live mode, where
             nothing is precomputed: finer values than the page can hold (``initial`` must be
             among both).
+        alt: what each frame shows, for its alt text (after the title and the setting, which
+            are always there): a template such as ``"savings at G = {gain}"`` filled with the
+            point's values, or a function called like ``fn`` (plus ``data=``, what ``fn``
+            returned, if it takes it). Default: the figure's titles, axes and legend.
         **grid: ``name=[values...]``; numbers give a slider (values increasing), other values
             toggle buttons.
 
@@ -428,8 +553,12 @@ def explore(fn: Callable, *, plot: Callable | None = None, labels: dict[str, str
     >>> ex = explore(point, gain=[1, 2, 4], mode="static")
     >>> ex.n_points, len(ex.cache), ex.params
     (3, 3, {'gain': 1})
+    >>> ex.current().alt
+    ['Explorer at gain = 1: a plot']
+    >>> explore(point, gain=[1, 2, 4], alt="a line of slope {gain}", mode="static").cache[(4,)].alt
+    ['Explorer at gain = 4: a line of slope 4']
     >>> explore(point, gain=[1, 2, 4], live={"gain": [1, 1.5, 2, 3, 4]}, mode="live").grid
     {'gain': [1, 1.5, 2, 3, 4]}
     """
     return Explorer(fn, grid, mode=mode, plot=plot, labels=labels, initial=initial, title=title,
-                    dpi=dpi, live=live)
+                    dpi=dpi, live=live, alt=alt)

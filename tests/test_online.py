@@ -1,5 +1,7 @@
-"""The online edition: citation, bibliography links, notation page, and the downloads the build
-adds to each page (the data behind every explorer, the notebooks as executed).
+"""The online edition: citation, bibliography links, notation page, the downloads the build
+adds to each page (the data behind every explorer, the notebooks as executed), and each
+explorer's static fallback (its first frame, with alt text and caption) in the web and print
+editions.
 
 Tests marked ``book`` read the built book (``make book``); the others need nothing built.
 """
@@ -178,6 +180,63 @@ def test_the_kernel_hook_saves_what_is_displayed_and_displays_it_unchanged(tmp_p
     assert not (tmp_path / explorer_data.ERRORS).exists()
 
 
+# --- explorer fallback (build side) ------------------------------------------------------------
+
+def page_state(ex):
+    """The explorer's widget models as the page embeds them (model id -> model)."""
+    from ipywidgets.embed import dependency_state
+
+    return dependency_state([ex.widget, *ex.links], drop_defaults=False)
+
+
+def test_the_first_frame_is_found_down_the_stacks_of_the_page_state():
+    import imckit as ik
+
+    ex = ik.widgets.explore(lambda gain, kind: small_point(gain, kind), gain=[1, 2, 4],
+                            kind=["a", "b"], initial={"gain": 2, "kind": "b"}, mode="static",
+                            labels={"gain": "gain G"})
+    frame = imckit_online.first_frame(page_state(ex), ex.widget.model_id)
+    assert frame == ex.current().html
+    assert 'alt="Explorer at gain G = 2, kind = b: ' in frame and "Shown at gain G = 2, kind = b." in frame
+    assert imckit_online.first_frame(page_state(ex), "no-such-model") is None
+
+
+def small_point(gain, kind):
+    import imckit as ik
+
+    fig, ax = ik.plots.figure(figsize=(2, 1.5))
+    ax.plot([0, 1], [0, gain], label=kind)
+    return fig, f"<b>gain</b> {gain}&times;"
+
+
+def test_the_fallback_is_the_first_frame_with_its_images_as_files_next_to_the_page(tmp_path):
+    ex = small_explorer()
+    frame = ex.current().html
+    data = explorer_data.explorer_data(ex)
+    (tmp_path / "ch09").mkdir()
+    out = imckit_online.fallback(frame, data, tmp_path / "ch09" / "explorer-2")
+    assert out.startswith('<div class="imckit-explorer-fallback"><figure class="imckit-frame"')
+    assert 'src="ch09/explorer-2.png" loading="lazy"' in out and "base64" not in out
+    assert (tmp_path / "ch09" / "explorer-2.png").read_bytes() == ex.current().parts[0]
+    alt = re.search(r'alt="([^"]*)"', out)[1]
+    assert alt == re.search(r'alt="([^"]*)"', frame)[1] and alt.startswith("Explorer at gain G = 1")
+    assert "Shown at gain G = 1, kind = a. With the page&#x27;s scripts running, its controls " \
+           "move over gain G: 1, 2; kind: a, b.</figcaption>" in out
+    printed = imckit_online.print_frame(data, frame).astext()
+    assert printed.startswith('<div class="imckit-explorer-print"><figure class="imckit-frame"')
+    assert "data:image/png;base64," in printed and f'alt="{alt}"' in printed
+    assert "In the web edition the controls move over gain G: 1, 2; kind: a, b." in printed
+
+
+def test_the_fallback_css_hides_it_once_rendered_and_shows_it_in_print():
+    css = (ROOT / "book" / "_static" / "imckit-explorer.css").read_text()
+    assert re.search(r"\.imckit-explorer:has\(> \.widget-subarea \.widget-vbox\) > "
+                     r"\.imckit-explorer-fallback \{\s*display: none;", css)
+    printed = css[css.index("@media print"):]
+    assert ".imckit-explorer > .widget-subarea {\n    display: none;" in printed
+    assert "imckit-explorer-fallback {\n    display: block !important;" in printed
+
+
 def test_json_values_stay_json():
     assert explorer_data._num(float("nan")) is None and explorer_data._num(2.0) == 2
     assert math.isclose(explorer_data._num(0.1), 0.1)
@@ -206,6 +265,47 @@ def test_every_explorer_has_its_data_next_to_the_page(built_book, chapter):
         rows = list(csv.reader(io.StringIO((built_book / "book" / f"{base}.csv").read_text())))
         assert rows[0][:len(data["controls"])] == [c["name"] for c in data["controls"]]
         assert len(rows) > grid
+
+
+def page_models(html):
+    """The widget models the page embeds (its widget state)."""
+    m = re.search(r'<script type="application/vnd\.jupyter\.widget-state\+json">(.*?)</script>',
+                  html, re.S)
+    return list(json.loads(m[1])["state"].values()) if m else []
+
+
+def frames_in_state(html):
+    """Every explorer frame the page's widget state holds (the HTML widgets' values)."""
+    return [v["state"]["value"] for v in page_models(html) if v["model_name"] == "HTMLModel"
+            and v["state"]["value"].startswith('<figure class="imckit-frame"')]
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("chapter", NOTEBOOKS)
+def test_every_explorer_frame_has_alt_text_and_each_explorer_a_fallback(built_book, chapter):
+    html = (built_book / f"{chapter}.html").read_text()
+    n = len(widget_views(html))
+    frames = frames_in_state(html)
+    grids = [math.prod(len(c["values"]) for c in json.loads(
+        (built_book / "book" / chapter.split("/")[-1] / f"explorer-{i}.json").read_text())
+        ["controls"]) for i in range(1, n + 1)]
+    assert len(frames) == sum(grids), "a grid point is not a frame"
+    assert "ImageModel" not in {v["model_name"] for v in page_models(html)}, "an image, no alt"
+    for frame in frames:
+        imgs = re.findall(r"<img [^>]*>", frame)
+        assert imgs and all(re.search(r' alt="[^"]+ at [^"]+ = [^"]+"', i) for i in imgs), frame[-400:]
+        assert re.search(r"<figcaption[^>]*>Shown at .+ = .+\.</figcaption>", frame)
+    assert len(set(frames)) == len(frames)
+    wrapped = re.findall(r'<div class="imckit-explorer"><script type="application/vnd\.jupyter'
+                         r'\.widget-view\+json">.*?</script><div class="imckit-explorer-fallback">'
+                         r'(<figure class="imckit-frame".*?</figure>)</div></div>', html, re.S)
+    assert len(wrapped) == n, "an explorer has no static fallback"
+    stem = chapter.split("/")[-1]
+    for i, fallback in enumerate(wrapped, 1):
+        assert f'src="{stem}/explorer-{i}.png" loading="lazy"' in fallback
+        assert (built_book / "book" / stem / f"explorer-{i}.png").read_bytes()[:4] == b"\x89PNG"
+        alt = re.search(r'alt="([^"]+)"', fallback)[1]
+        assert any(f'alt="{alt}"' in f for f in frames), "the fallback is no frame of the explorer"
 
 
 @pytest.mark.book
@@ -249,8 +349,11 @@ def test_the_print_edition_has_every_page_and_each_explorer_as_a_frame(print_edi
     for doc in DOCS[1:]:  # the root page opens the single page
         assert f'id="document-{doc}"' in print_edition, f"{doc} is missing from the print edition"
     assert not widget_views(print_edition), "an explorer is still a live widget in print"
-    frames = re.findall(r'<figure class="imckit-explorer-print"><img src="data:image/png;base64,'
-                        r'[^"]+" alt="([^"]+)"><figcaption>Shown at ', print_edition)
+    frames = re.findall(r'<div class="imckit-explorer-print"><figure class="imckit-frame"[^>]*>'
+                        r'<img src="data:image/png;base64,[^"]+" alt="([^"]+)"', print_edition)
+    captions = re.findall(r"<figcaption[^>]*>Shown at [^<]+ In the web edition the controls "
+                          r"move over [^<]+</figcaption>", print_edition)
+    assert len(captions) == len(frames)
     web = sum(len(widget_views((built_book / f"{d}.html").read_text())) for d in NOTEBOOKS)
     assert len(frames) == web and all(frames)
     assert 'src="_static/vendor/mathjax/tex-chtml.js' in print_edition  # offline, from the root

@@ -1,4 +1,5 @@
 """imckit.widgets: explorers in both modes, driven from pytest as a reader would drive them."""
+import html.parser
 import threading
 import time
 
@@ -25,14 +26,39 @@ def stacks_of(widget):
     return found
 
 
-def shown_png(ex):
-    """The PNG bytes a reader sees for the selected point, following the Stack selections."""
+def shown_frame(ex):
+    """The frame (HTML) a reader sees for the selected point, following the Stack selections."""
     w = ex.panel
     while isinstance(w, W.Stack):
         w = w.children[w.selected_index]
-    if isinstance(w, W.Box):
-        w = w.children[0]
     return w.value
+
+
+def frame_parts(frame_html):
+    """What a browser reads from a frame: the images' (alt, src) and the caption's text."""
+    class Reader(html.parser.HTMLParser):
+        imgs, caption, in_caption, figures = [], "", False, []
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "img":
+                self.imgs.append((attrs.get("alt"), attrs.get("src", "")))
+            elif tag == "figure":
+                self.figures.append(attrs.get("class"))
+            self.in_caption = self.in_caption or tag == "figcaption"
+
+        def handle_endtag(self, tag):
+            self.in_caption = self.in_caption and tag != "figcaption"
+
+        def handle_data(self, data):
+            if self.in_caption:
+                self.caption += data
+
+    r = Reader()
+    r.imgs, r.figures = [], []
+    r.feed(frame_html)
+    assert r.figures == [widgets.FRAME_CLASS]
+    return r.imgs, r.caption
 
 
 # --- static mode: the web page without a kernel -----------------------------------------------
@@ -60,13 +86,77 @@ def test_static_precomputes_every_point_into_linked_stacks():
 def test_static_stack_selection_follows_the_controls_value_for_value():
     ex = widgets.explore(lambda g: line_fig(g), g=[1, 5, 9], mode="static", initial={"g": 5})
     assert ex.params == {"g": 5}
-    assert shown_png(ex) == ex.cache[(5,)].parts[0]
+    assert shown_frame(ex) == ex.cache[(5,)].html
     # In the page, jslink sets selected_index = control index; the stack children are in grid
     # order, so index i must show point i. Check that mapping directly.
     (stack,) = stacks_of(ex.widget)
     for i, g in enumerate([1, 5, 9]):
-        assert stack.children[i].value == ex.cache[(g,)].parts[0]
+        assert stack.children[i].value == ex.cache[(g,)].html
     assert len({c.value for c in stack.children}) == 3  # the figures differ
+
+
+def labelled_fig(gain, kind):
+    fig, ax = plots.figure(figsize=(2, 1.5))
+    ax.semilogy([0, 1], [1, gain], label=f"kind {kind}")
+    ax.set(title=f"G = {gain}", xlabel="time", ylabel="savings")
+    ax.legend()
+    return fig
+
+
+def test_every_frame_has_alt_text_naming_the_explorer_and_its_setting_and_a_caption():
+    ex = widgets.explore(labelled_fig, gain=[2, 10], kind=["a", "b"], mode="static",
+                         title="Savings", labels={"gain": "gain G"})
+    seen = set()
+    for (gain, kind), rendered in ex.cache.items():
+        frame = rendered.widget().value
+        assert frame == rendered.html
+        (alt, src), = frame_parts(frame)[0]
+        assert src.startswith("data:image/png;base64,")
+        assert alt == (f"Savings at gain G = {gain}, kind = {kind}: G = {gain}: savings against "
+                       f"time (log y); legend: kind {kind}")
+        assert frame_parts(frame)[1] == f"Shown at gain G = {gain}, kind = {kind}."
+        seen.add(alt)
+    assert len(seen) == 4, "every frame has its own alt text"
+    # the panel holds these frames: nothing in the page is an image without alt text
+    frames = [w for s in stacks_of(ex.widget) for w in s.children if not isinstance(w, W.Stack)]
+    assert len(frames) == 4 and all(isinstance(w, W.HTML) for w in frames)
+    # one layout and one style for all frames: the page stores them once, not once per frame
+    assert len({id(w.layout) for w in frames}) == 1 and len({id(w.style) for w in frames}) == 1
+
+
+def test_alt_text_from_a_template_or_a_function_of_the_point():
+    ex = widgets.explore(labelled_fig, gain=[2, 10], kind=["a"], mode="static",
+                         alt="a rising curve to {gain:g}x for kind {kind}")
+    assert ex.cache[(10, "a")].alt == ["Explorer at gain = 10, kind = a: a rising curve to 10x "
+                                       "for kind a"]
+
+    def told(n, data):
+        return f"{len(data)} bars, tallest {max(data)}"
+
+    def bars(data):
+        fig, ax = plots.figure(figsize=(2, 1.5))
+        ax.bar(range(len(data)), data)
+        return fig, plots.figure(figsize=(2, 1.5))[0]
+
+    ex = widgets.explore(lambda n: list(range(1, n + 1)), plot=bars, n=[2, 3], mode="static",
+                         alt=told, title="Bars")
+    assert ex.cache[(3,)].alt == ["Bars at n = 3 (figure 1 of 2): 3 bars, tallest 3",
+                                  "Bars at n = 3 (figure 2 of 2): 3 bars, tallest 3"]
+    assert [a for a, _ in frame_parts(ex.cache[(3,)].html)[0]] == ex.cache[(3,)].alt
+
+
+def test_alt_text_and_caption_are_escaped_in_the_frame():
+    ex = widgets.explore(line_fig, gain=[1], mode="static", title='The "<b>" explorer')
+    (alt, _), = frame_parts(ex.cache[(1,)].html)[0]
+    assert alt.startswith('The "<b>" explorer at gain = 1')
+    assert "<b>" not in ex.cache[(1,)].html
+
+
+@pytest.mark.parametrize("alt, needle", [("G = {gain} {nope}", "alt field {nope}"),
+                                         (3, "alt=3")])
+def test_a_bad_alt_raises_valueerror_naming_it(alt, needle):
+    with pytest.raises(ValueError, match=needle):
+        widgets.explore(line_fig, gain=[1, 2], alt=alt, mode="static")
 
 
 def test_failing_point_shows_a_message_not_a_traceback():
@@ -130,7 +220,7 @@ def test_live_computes_first_point_then_recomputes_on_slider_moves_and_caches():
     ex.set(gain=4).wait()
     assert calls == [1, 4]
     assert ex._image_box.children[0].value != first  # the reader sees a new figure
-    assert ex._image_box.children[0].value == ex.cache[(4,)].parts[0]
+    assert ex._image_box.children[0].value == ex.cache[(4,)].html
     first_widget = ex.cache[(1,)].widget()
     ex.set(gain=1).wait()
     assert calls == [1, 4], "a cached point is shown without recomputing"
@@ -159,7 +249,7 @@ def test_live_newer_value_supersedes_a_slow_stale_computation():
     ex.set(x=3).wait(timeout=10)
     assert ex.cancelled == 1 and finished == [1, 3]
     assert (2,) not in ex.cache and ex.params == {"x": 3}
-    assert ex._image_box.children[0].value == ex.cache[(3,)].parts[0]
+    assert ex._image_box.children[0].value == ex.cache[(3,)].html
     assert time.monotonic() - t0 < 3.5, "the stale point must not run to completion first"
 
 
@@ -175,7 +265,30 @@ def test_live_generator_shows_intermediate_figures_then_the_final_one():
     box.observe(lambda ch: shown.append(ch["new"][0].value), names="children")
     ex.set(n=2).wait()
     assert len(shown) >= 3  # partial epochs, then the final figure
-    assert shown[-1] == ex.cache[(2,)].parts[0]
+    assert shown[-1] == ex.cache[(2,)].html
+
+
+def test_live_frames_carry_alt_text_and_caption_of_the_point_shown():
+    ex = widgets.explore(labelled_fig, gain=[2, 10], kind=["a", "b"], mode="live",
+                         labels={"gain": "gain G"}, alt="curve to {gain}")
+    (alt, _), = frame_parts(ex._image_box.children[0].value)[0]
+    assert alt == "Explorer at gain G = 2, kind = a: curve to 2"
+    ex.set(gain=10, kind="b").wait()          # the worker thread's callback shows the new frame
+    imgs, caption = frame_parts(ex._image_box.children[0].value)
+    assert imgs[0][0] == "Explorer at gain G = 10, kind = b: curve to 10"
+    assert caption == "Shown at gain G = 10, kind = b."
+    shown = []
+
+    def curves(n):
+        for epoch in range(1, 4):
+            yield labelled_fig(n * epoch, "a"), epoch / 3
+
+    ex = widgets.explore(curves, n=[1, 2], mode="live")
+    ex._image_box.observe(lambda ch: shown.append(ch["new"][0].value), names="children")
+    ex.set(n=2).wait()
+    alts = [frame_parts(f)[0][0][0] for f in shown]
+    assert len(alts) >= 3 and all(a.startswith("Explorer at n = 2: G = ") for a in alts)
+    assert alts[-1].startswith("Explorer at n = 2: G = 6:")   # the final frame, epoch 3
 
 
 def test_live_failing_point_shows_message():
@@ -208,7 +321,7 @@ def test_live_status_clears_when_an_uncomputed_point_is_abandoned_for_a_cached_o
     time.sleep(0.05)                                # the worker's last chance to write
     assert ex.status == {"text": "", "bar_visible": False, "bar": 0.0}
     assert ex.cancelled == 1 and (2,) not in ex.cache
-    assert ex._image_box.children[0].value == ex.cache[(1,)].parts[0]
+    assert ex._image_box.children[0].value == ex.cache[(1,)].html
 
 
 def test_live_progress_bar_fills_with_reported_fractions_and_hides_after():

@@ -1,4 +1,12 @@
-"""What the online edition adds to the built pages: downloads and the citation.
+"""What the online edition adds to the built pages: explorer fallbacks, downloads, the citation.
+
+* **Explorer fallback.** Each explorer on a web page is wrapped in ``<div class="imckit-explorer">``
+  with a static copy of the frame it shows first (``<div class="imckit-explorer-fallback">``: the
+  frame's images with their alt text and its caption, taken from the page's widget state, the
+  images as ``explorer-<n>.png`` next to the page, loaded lazily). ``_static/imckit-explorer.css``
+  hides the fallback once the widget view has rendered, and shows it instead of the widget in
+  print: a reader whose widget script failed, or who prints the page, still sees the figure. The
+  print edition (``singlehtml``) shows the same frame in place of each explorer.
 
 * **Explorer data.** Each chapter kernel starts with :mod:`explorer_data` installed (an IPython
   startup file under ``_build/.ipython``), so every explorer a chapter displays leaves its
@@ -35,6 +43,7 @@ import explorer_data  # noqa: E402  (the kernel-side half, also imported by the 
 
 logger = logging.getLogger(__name__)
 
+FRAME_IMAGE = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 WIDGET_VIEW = re.compile(
     r'<script type="application/vnd\.jupyter\.widget-view\+json">(.*?)</script>', re.S)
 STARTUP = """\
@@ -65,8 +74,68 @@ def setup_kernels(app) -> None:
     os.environ[explorer_data.ENV] = str(folder)
 
 
+def widget_models(app) -> dict:
+    """Every widget model the pages embed (model id -> model), from myst-nb's per-page state."""
+    models = getattr(app, "_imckit_widget_models", None)
+    if models is None:
+        from myst_nb.sphinx_ import NbMetadataCollector
+
+        models = {}
+        for doc, meta in NbMetadataCollector.get_doc_data(app.env).items():
+            body = meta.get("js_files", {}).get("ipywidgets_state", (None, {}))[1].get("body")
+            if body:
+                models.update(json.loads(body)["state"])
+        app._imckit_widget_models = models
+    return models
+
+
+def first_frame(models: dict, model_id: str) -> str | None:
+    """The HTML of the frame an explorer shows first (an ``imckit.widgets`` frame): its panel,
+    the explorer's last child, followed down the Stacks' selected children."""
+    def child(ref: str) -> dict | None:
+        return models.get(ref.removeprefix("IPY_MODEL_"))
+
+    model = models.get(model_id)
+    children = (model or {}).get("state", {}).get("children") or []
+    model = child(children[-1]) if children else None
+    while model is not None and model["model_name"] == "StackModel":
+        state = model["state"]
+        model = child(state["children"][state.get("selected_index") or 0])
+    if model is None or model["model_name"] != "HTMLModel":
+        return None
+    return model["state"].get("value") or None
+
+
+def with_note(frame: str, note: str) -> str:
+    """A frame with one more sentence in its caption."""
+    if "</figcaption>" in frame:
+        return frame.replace("</figcaption>", f" {html.escape(note)}</figcaption>", 1)
+    return f"{frame}<p>{html.escape(note)}</p>"
+
+
+def moves_over(data: dict) -> str:
+    return "; ".join(f"{c['label']}: {', '.join(map(str, c['values']))}" for c in data["controls"])
+
+
+def fallback(frame: str, data: dict, stem: Path) -> str:
+    """The static copy of an explorer's first frame, shown until the widget renders (and in
+    print); its images become files next to the page, loaded only when the fallback shows."""
+    names = []
+
+    def to_file(m: re.Match) -> str:
+        name = f"{stem.name}.png" if not names else f"{stem.name}-{len(names) + 1}.png"
+        names.append(name)
+        (stem.parent / name).write_bytes(base64.b64decode(m.group(1)))
+        return f'src="{stem.parent.name}/{name}" loading="lazy"'
+
+    frame = FRAME_IMAGE.sub(to_file, frame)
+    note = f"With the page's scripts running, its controls move over {moves_over(data)}."
+    return f'<div class="imckit-explorer-fallback">{with_note(frame, note)}</div>'
+
+
 def explorer_links(app, doctree, docname) -> None:
-    """Below each explorer of a page: links to its data, written next to the page."""
+    """Each explorer of a page: its static fallback, and links to its data, written next to the
+    page (in the print edition: its first frame in place of the widget)."""
     if app.builder.format != "html":
         return
     folder = data_dir(app)
@@ -82,9 +151,13 @@ def explorer_links(app, doctree, docname) -> None:
                 continue  # a widget that is no explorer
             n += 1
             data = json.loads(src.read_text())
+            frame = first_frame(widget_models(app), model_id)
+            if frame is None:
+                logger.warning("explorer %d has no first frame in the page's widget state: it "
+                               "gets no static fallback", n, location=docname)
             if app.builder.name == "singlehtml":  # print: the first frame, no sliders
-                raw.replace_self(print_frame(data, src.with_suffix(".png")))
-                continue
+                raw.replace_self(print_frame(data, frame or ""))
+                break
             data["page"] = docname
             data["explorer"] = n
             stem = Path(app.outdir) / docname / f"explorer-{n}"
@@ -96,6 +169,10 @@ def explorer_links(app, doctree, docname) -> None:
             writer.writerow(header)
             writer.writerows(rows)
             stem.with_suffix(".csv").write_text(buf.getvalue())
+            wrapped = nodes.raw("", '<div class="imckit-explorer">' + raw.astext()
+                                + (fallback(frame, data, stem) if frame else "") + "</div>",
+                                format="html")
+            raw.replace_self(wrapped)
             base = f"{Path(docname).name}/explorer-{n}"
             para = nodes.paragraph(classes=["imckit-explorer-data"])
             para += nodes.Text("Data behind this explorer: ")
@@ -103,24 +180,16 @@ def explorer_links(app, doctree, docname) -> None:
             para += nodes.Text(", ")
             para += nodes.reference("", "JSON", refuri=f"{base}.json", classes=["download"])
             para += nodes.Text(" (every value of every control; the grid the sliders move over).")
-            raw.parent.insert(raw.parent.index(raw) + 1, para)
+            wrapped.parent.insert(wrapped.parent.index(wrapped) + 1, para)
+            break  # one explorer per output
 
 
-def print_frame(data: dict, png: Path) -> nodes.raw:
-    """An explorer in the print edition: its first frame and the setting it shows."""
-    labels = {c["name"]: c["label"] for c in data["controls"]}
-    setting = ", ".join(f"{labels[k]} = {v}" for k, v in data.get("initial", {}).items())
-    values = "; ".join(f"{c['label']}: {', '.join(map(str, c['values']))}"
-                       for c in data["controls"])
-    alt = html.escape(f"{data.get('title') or 'Explorer'} at {setting}", quote=True)
-    img = ""
-    if png.exists():
-        b64 = base64.b64encode(png.read_bytes()).decode()
-        img = f'<img src="data:image/png;base64,{b64}" alt="{alt}">'
-    caption = html.escape(f"Shown at {setting}. In the web edition the controls move over "
-                          f"{values}.")
-    return nodes.raw("", f'<figure class="imckit-explorer-print">{img}'
-                         f"<figcaption>{caption}</figcaption></figure>", format="html")
+def print_frame(data: dict, frame: str) -> nodes.raw:
+    """An explorer in the print edition: its first frame (images with alt text, a caption naming
+    the setting shown) and the values its controls move over."""
+    note = f"In the web edition the controls move over {moves_over(data)}."
+    return nodes.raw("", f'<div class="imckit-explorer-print">{with_note(frame, note)}</div>',
+                     format="html")
 
 
 def publish(app, exception) -> None:
@@ -209,6 +278,7 @@ def setup(app):
     setup_kernels(app)
     app.connect("builder-inited", singlehtml_handlers)
     app.add_directive("imckit-citation", CitationDirective)
+    app.add_css_file("imckit-explorer.css")  # book/_static: fallback until rendered, and in print
     app.connect("doctree-resolved", explorer_links)
     app.connect("build-finished", publish)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
