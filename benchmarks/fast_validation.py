@@ -3,7 +3,8 @@
 Part 1, computed here: the output error variance ratio fast / bit-true of each training MVM
 (forward, backward, weight gradient) on the book's layers at the ``jia22_16nm`` and ``measured``
 presets, with a 95 % bootstrap interval over the draws, and the regimes where the fast model
-breaks (4-bit ADC, heavy clipping), with whether ``imc.mvm_fast`` warned. The layers, settings
+breaks or may break (4-6-bit ADCs, ADC ranges 1/2-1/8 of the calibrated one with the fraction
+of conversions that clip, 30 % mismatch), with whether ``imc.mvm_fast`` warned. The layers, settings
 and the comparison are in ``imckit/fast_validation.py`` (shared with ``tests/test_fast.py``).
 Seeded: a rerun on the same code gives the same numbers.
 
@@ -85,7 +86,8 @@ def main(argv=None) -> int:
                          "two, never under the LSB floor), times the regime's range_scale",
             "error": "mean square error against the exact integer product, pooled over seeds; "
                      "ratio_ci95: 95 % bootstrap interval resampling seeds",
-            "warn_thresholds": {"clip_fraction": fast.CLIP_WARN, "few_adc_bits": fast.FEW_BITS},
+            "warn_thresholds": {"clip_fraction": fast.CLIP_WARN, "few_adc_bits": fast.FEW_BITS,
+                                "cap_mismatch": fast.MISMATCH_WARN},
             "preset_configs": {p: repr(getattr(imc.IMCConfig, p)()) for p in fv.PRESETS},
         },
         "variance": tab["rows"],

@@ -74,10 +74,24 @@ flipped count in a high radix-4 plane), so they need many draws for a stable rat
 BREAKS = {
     "4-bit ADC": {"what": "adc_bits=4 at the calibrated range", "changes": {"adc_bits": 4},
                   "range_scale": 1.0},
+    "5-bit ADC": {"what": "adc_bits=5 at the calibrated range", "changes": {"adc_bits": 5},
+                  "range_scale": 1.0},
+    "6-bit ADC": {"what": "adc_bits=6 at the calibrated range", "changes": {"adc_bits": 6},
+                  "range_scale": 1.0},
+    "7-bit ADC": {"what": "adc_bits=7 at the calibrated range", "changes": {"adc_bits": 7},
+                  "range_scale": 1.0},
+    "range 1/2": {"what": "the ADC range half the calibrated one", "changes": {},
+                  "range_scale": 0.5},
+    "range 1/4": {"what": "the ADC range a quarter of the calibrated one", "changes": {},
+                  "range_scale": 0.25},
     "heavy clipping": {"what": "the ADC range 1/8 of the calibrated one (many counts clip)",
                        "changes": {}, "range_scale": 0.125},
+    "30 % mismatch": {"what": "cap_mismatch=0.3, the largest of the chapter's grid",
+                      "changes": {"cap_mismatch": 0.3}, "range_scale": 1.0},
 }
-"""Regimes where the fast model does not hold, computed on :data:`BREAK_LAYER`."""
+"""Regimes at and beyond the edge of the model, computed on :data:`BREAK_LAYER`: fewer ADC bits,
+ranges below the calibrated one (with the fraction of conversions that clip), and the grid's
+largest mismatch. Which of them leave :data:`BAND` is measured, not assumed."""
 BREAK_LAYER = "ResNet-20 conv 64-64"
 BREAK_SEEDS = 32
 
@@ -100,22 +114,32 @@ def compare(kind: str, reduction: int, preset: str, *, seeds: int = 6, outputs: 
     Per seed: operands of one ``kind`` of MVM (:func:`imckit.imc.training_operands`), the chip
     ``IMCConfig.<preset>(seed=seed, **changes)``, the range the layers calibrate times
     ``range_scale``, and fresh noise for each simulator. The mean square errors against the
-    exact product are pooled over seeds (summed per seed, so every seed weighs the same).
+    exact product (bias included: an MSE ratio, which the book calls the error-variance ratio
+    because both errors are nearly unbiased) are pooled over seeds as a ratio of sums, so a seed
+    with larger errors weighs more.
 
-    Returns ``mse_fast``, ``mse_bit_true``, ``ratio`` (fast / bit-true), ``warned_seeds`` (in
-    how many seeds :func:`~imckit.imc.mvm_fast` warned) and ``warning`` (its first message, or
-    None).
+    Returns ``mse_fast``, ``mse_bit_true``, ``ratio`` (fast / bit-true), ``ratio_ci95`` (a
+    seeded percentile bootstrap over seeds: approximate for a skewed ratio), ``per_seed`` (each
+    seed's ratio), ``clipped`` (the fraction of bit-true conversions whose exact count lies
+    above the ADC range), ``warned_seeds`` (in how many seeds :func:`~imckit.imc.mvm_fast`
+    warned) and ``warning`` (its first message, or None).
     """
     ef, eb = [], []
     seen: list[str] = []
-    warned = 0
+    warned = clip_n = clip_d = 0
     for s in range(seeds):
         g = torch.Generator().manual_seed(s)
         A, X, kw, _, _ = imc.training_operands(kind, reduction, outputs=outputs, vectors=vectors,
                                                generator=g)
         kw.update(kw_extra)
         cfg = _config(preset, s, changes)
-        r = range_scale * calibrated_range(A, X, cfg, kw)
+        counts = imc.column_counts(A, X, cfg, **kw)
+        r = range_scale * imc.calibrate_adc_range(counts, cfg.rows, percentile=cfg.adc_percentile,
+                                                  floor=cfg.adc_range_floor())
+        if cfg.adc_bits is not None:
+            step = r * cfg.rows / cfg.adc_levels(False)
+            clip_n += int((counts > cfg.adc_levels(False) * step + 0.5 * step).sum())
+            clip_d += counts.numel()
         ref = X.double() @ A.double()
         yb = imc.mvm(A, X, cfg, adc_range=r, generator=torch.Generator().manual_seed(100 + s),
                      **kw)
@@ -130,6 +154,8 @@ def compare(kind: str, reduction: int, preset: str, *, seeds: int = 6, outputs: 
         ef.append(float(((yf.double() - ref) ** 2).mean()))
     return {"mse_fast": sum(ef) / seeds, "mse_bit_true": sum(eb) / seeds,
             "ratio": sum(ef) / sum(eb), "ratio_ci95": _bootstrap(ef, eb),
+            "per_seed": [f / b if b > 0 else None for f, b in zip(ef, eb)],
+            "clipped": clip_n / clip_d if clip_d else 0.0,
             "warned_seeds": warned, "warning": seen[0] if seen else None}
 
 
@@ -192,7 +218,8 @@ def load(path: str | Path | None = None) -> dict:
 def rows(d: dict, which: str = "variance") -> list[dict]:
     """Table rows of a stored validation (:func:`load`): one per layer and preset
     (``which="variance"``) or per regime (``which="breaks"``), with each MVM's ratio and its
-    95 % interval (``**out**`` outside :data:`BAND`) and whether the fast mode warned."""
+    95 % interval (``**out**`` outside :data:`BAND`) and whether the fast mode warned; regimes
+    also give the fraction of conversions that clip, per MVM."""
     out: dict[tuple, dict] = {}
     for r in d[which]:
         key = (r.get("regime"), r["layer"], r["preset"])
@@ -203,6 +230,12 @@ def rows(d: dict, which: str = "variance") -> list[dict]:
                          + ("" if r["in_band"] else " **out**"))
         if r["warned_seeds"]:
             row["warned"] = "yes"
+        if which == "breaks":
+            row.setdefault("_clip", []).append(r.get("clipped", 0.0))
+    for row in out.values():
+        clip = row.pop("_clip", None)
+        if clip is not None:                       # forward / backward / weight gradient
+            row["clipped"] = " / ".join(f"{100 * c:.2g} %" for c in clip)
     return list(out.values())
 
 

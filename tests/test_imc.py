@@ -302,6 +302,22 @@ def test_chip_pattern_is_a_unit_normal_on_its_grid():
     assert torch.allclose(chip.den.double(), caps.sum(1), rtol=0, atol=1e-4)
 
 
+def test_no_capacitor_below_cap_min():
+    """At 30 % mismatch the Gaussian's lower tail is cut at CAP_MIN (about 0.13 % of cells sit
+    there, none below); at 10 % nothing is cut (the +-6 sigma clip comes first), so the codes
+    equal the 30 % chip's wherever that one is not cut."""
+    from imckit.imc import array
+    hi = array._chip_caps(4, 512, 512, 1, 1, 0.3, "cpu")
+    lo = array._chip_caps(4, 512, 512, 1, 1, 0.1, "cpu")
+    caps = 1 + hi.delta
+    assert float(caps.min()) >= array.CAP_MIN - 1e-6
+    at_floor = float((caps < array.CAP_MIN + 0.3 * array.MISMATCH_GRID).double().mean())
+    assert 0.0005 < at_floor < 0.003
+    assert float((1 + lo.delta).min()) > 0.3                      # -6 sigma at 10 %: 0.4
+    uncut = caps > array.CAP_MIN + 0.3 * array.MISMATCH_GRID
+    assert torch.equal(hi.codes[uncut], lo.codes[uncut])
+
+
 def test_exact_mm_matches_int64_product():
     from imckit.imc.planes import exact_mm
     g = gen(9)

@@ -49,6 +49,12 @@ cell and the mismatch term of a column is an exact int8 matmul. The chip simulat
 pattern (a valid draw: variance ``sigma^2 (1 + grid^2 / 12)``, 1.0002 sigma^2; one cell in
 ~5e8 clipped) [I]."""
 
+CAP_MIN = 0.1
+"""Smallest capacitor a chip may have, in units of C_u [I]: a Gaussian of large ``cap_mismatch``
+would draw negative capacitors (at 30 %, one cell in ~2000 below 0), which no circuit has. The
+lower tail is cut at ``1 + sigma z >= CAP_MIN``; this changes nothing below 15 % mismatch (the
++-6 sigma clip comes first) and, at 30 %, moves the 0.13 % of cells below z = -3 to it."""
+
 
 class Chip(NamedTuple):
     """Capacitors of a simulated chip in units of C_u: ``cap = 1 + scale * codes`` per bit cell."""
@@ -64,7 +70,7 @@ class Chip(NamedTuple):
 
 def _chip_caps(seed, rows, cols, n_row_tiles, n_col_tiles, sigma, device) -> Chip:
     """The :class:`Chip` of ``seed``: per bit cell ``cap = 1 + sigma z``, z a unit normal on
-    the :data:`MISMATCH_GRID`; ``den`` (T, Ct*cols) sums the caps over ALL R rows of each tile
+    the :data:`MISMATCH_GRID` (no cap below :data:`CAP_MIN`); ``den`` (T, Ct*cols) sums the caps over ALL R rows of each tile
     (unused rows share charge too). The normals of tile (t, c) come from their own generator
     seeded by (seed, t, c): a tile's pattern does not depend on how many tiles a call uses.
     Cached (within :data:`CHIP_CACHE_BYTES`)."""
@@ -75,12 +81,13 @@ def _chip_caps(seed, rows, cols, n_row_tiles, n_col_tiles, sigma, device) -> Chi
         _CHIP_CACHE.move_to_end(key)
         return hit[0]
     codes = torch.empty(n_row_tiles * rows, n_col_tiles * cols, dtype=torch.int8)
+    lo = -127 if sigma <= 0 else max(-127, math.ceil(-(1 - CAP_MIN) / sigma / MISMATCH_GRID))
     for t in range(n_row_tiles):
         for c in range(n_col_tiles):
             g = torch.Generator().manual_seed((seed * 1_000_003 + t * 7919 + c * 104_729) % 2**63)
             z = torch.randn(rows, cols, generator=g)
             codes[t * rows:(t + 1) * rows, c * cols:(c + 1) * cols] = (
-                z.div_(MISMATCH_GRID).round_().clamp_(-127, 127).to(torch.int8))
+                z.div_(MISMATCH_GRID).round_().clamp_(lo, 127).to(torch.int8))
     scale = sigma * MISMATCH_GRID
     sums = codes.view(n_row_tiles, rows, -1).sum(1, dtype=torch.int64)      # exact
     den = (rows + scale * sums.to(torch.float64)).to(torch.float32)
@@ -153,8 +160,9 @@ def _column_values(planes, bits, caps, rows, gain=1.0, group=1, cycles=None):
     first ``e - s`` capacitors of physical array t, and charge shares over all R of them (unused
     rows hold 0). A column reads ``R * sum_i C_i m_i / sum_i C_i`` with ``C_i = 1 + scale k_i``:
     the exact count ``sum_i m_i`` and the mismatch sum ``sum_i k_i m_i``, both exact int8
-    matmuls on CPU (``k_i`` the cell's int8 deviation code), scaled and combined in float32
-    (relative rounding ~6e-8 of the value: < 1e-4 counts)."""
+    matmuls on CPU (``k_i`` the cell's int8 deviation code), scaled and combined in float32:
+    the rounding is ~2e-7 of the full scale ``R (L - 1)`` (~1e-4 counts for binary planes on
+    1152 rows, ~2e-2 for 128-level digits), far below kT/C noise and one ADC step."""
     N = bits.shape[0]
     out = []
     cycles = planes.tile_cycles() if cycles is None else cycles

@@ -23,7 +23,8 @@ an error drawn per output, derived from the same configuration:
   the mismatch is part of the per-conversion error (at its statistical size, not the chip's
   pattern) and the linear part is the exact ``X @ A``.
 
-Regimes where the model does not hold (:data:`CLIP_WARN`, :data:`FEW_BITS`): heavy clipping
+Regimes where the model does not hold (:data:`CLIP_WARN`, :data:`FEW_BITS`,
+:data:`MISMATCH_WARN`): large capacitor mismatch, heavy clipping
 (the count tail is then set by data structure the random-placement model does not see) and ADCs
 of few bits (the error is then a deterministic function of the count, correlated across the
 conversions of an output and with the signal). :func:`mvm_fast` warns in both. Multi-level
@@ -56,10 +57,16 @@ CLIP_WARN = 1e-3
 clipped tail dominates the error and is set by structure in the data (which rows carry the
 large inputs) that the random-placement count model cannot see."""
 
-FEW_BITS = 5
+FEW_BITS = 6
 """ADCs of this many bits or fewer get a warning: the conversion error is a deterministic
 function of the count there (a dead zone of several counts), correlated across the conversions
-of one output and with the signal, which one independent draw per output does not reproduce."""
+of one output and with the signal, which one independent draw per output does not reproduce.
+Measured (``imckit.fast_validation``): at 6 bits the backward MVM's error ratio already leaves
+0.8-1.25; only 8-bit ADCs are validated."""
+
+MISMATCH_WARN = 0.05
+"""Capacitor mismatch above which :func:`mvm_fast` warns: validated at 0.2 % and 1 %; at 30 %
+the forward MVM's error is underestimated by about a third (``imckit.fast_validation``)."""
 
 _F_CACHE: "collections.OrderedDict[tuple, dict]" = collections.OrderedDict()
 _F_CACHE_KEYS = 32
@@ -272,7 +279,8 @@ def mvm_fast(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4,
     bit-true does (a matmul as large as bit-true's: pass ``adc_range`` to avoid it).
 
     Warns (``UserWarning``) where the model is not validated: modelled clipping above
-    :data:`CLIP_WARN` of the conversions, ADCs of :data:`FEW_BITS` bits or fewer, and inputs it
+    :data:`CLIP_WARN` of the conversions, ADCs of :data:`FEW_BITS` bits or fewer, capacitor
+    mismatch above :data:`MISMATCH_WARN`, and inputs it
     does not model (multi-level, one-cycle signed), which run bit-true.
 
     >>> A = torch.tensor([[3], [-1]]); X = torch.tensor([[0.25, -1.0]])
@@ -321,6 +329,11 @@ def mvm_fast(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4,
                       "error is a deterministic function of the count there, correlated across "
                       "conversions; the fast model's error variance is not validated, use "
                       "fidelity='bit-true'", stacklevel=2)
+    if cfg.cap_mismatch > MISMATCH_WARN:
+        warnings.warn(f"mvm_fast with cap_mismatch={cfg.cap_mismatch:g} (> {MISMATCH_WARN:g}): "
+                      "the fast model's error is not validated at large mismatch (at 0.3 it "
+                      "underestimates the forward MVM's error), use fidelity='bit-true'",
+                      stacklevel=2)
     physics = dict(rows=R, sigma=sig, cap_mismatch=cfg.cap_mismatch, step=step, top=top,
                    round_counts=rc, linear=linear)
     err = _error_terms(A, planes, wa, physics, N, M, a_bits, row_group, dev)
