@@ -207,10 +207,6 @@ def save(ex, folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{ex.widget.model_id}.json"
-    shown = ex.current()  # the frame a reader sees first: the print edition's image
-    png = next((p for p in (shown.parts if shown else []) if isinstance(p, bytes)), None)
-    if png is not None:
-        path.with_suffix(".png").write_bytes(png)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(explorer_data(ex)))
     tmp.replace(path)
