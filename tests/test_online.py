@@ -365,3 +365,56 @@ def test_the_pdf_is_a_whole_book(print_edition):
     assert pdf.startswith(b"%PDF-")
     pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf))
     assert pages >= 10 * len(NOTEBOOKS), f"only {pages} pages"
+
+
+# --- internal links: every href inside the built book resolves (offline linkcheck) ---------
+
+def broken_internal_links(root):
+    """``(page, href, why)`` for every relative link of the HTML pages under ``root`` whose file
+    does not exist or whose ``#anchor`` is no id/name on the target page (external links are
+    not followed: the book must work offline, and they are checked against stored sources)."""
+    import html as H
+    import urllib.parse
+
+    ids_of: dict = {}
+
+    def ids(p):
+        if p not in ids_of:
+            t = p.read_text(errors="replace")
+            ids_of[p] = set(re.findall(r'\sid="([^"]+)"', t)) | set(re.findall(r'\sname="([^"]+)"', t))
+        return ids_of[p]
+
+    bad, n = [], 0
+    for page in sorted(root.rglob("*.html")):
+        if {"_static", "reports"} & set(page.relative_to(root).parts):
+            continue
+        for href in re.findall(r'<a\s[^>]*href="([^"]*)"', page.read_text(errors="replace")):
+            href = H.unescape(href)
+            u = urllib.parse.urlsplit(href)
+            if u.scheme or href.startswith("//"):
+                continue
+            n += 1
+            target = page if not u.path else (page.parent / urllib.parse.unquote(u.path)).resolve()
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.exists():
+                bad.append((str(page.relative_to(root)), href, "no such file"))
+            elif (u.fragment and target.suffix == ".html"
+                  and urllib.parse.unquote(u.fragment) not in ids(target)):
+                bad.append((str(page.relative_to(root)), href, "no such anchor"))
+    return bad, n
+
+
+def test_the_link_checker_finds_a_missing_page_and_a_missing_anchor(tmp_path):
+    (tmp_path / "a.html").write_text('<a href="b.html#there">x</a> <a href="c.html">y</a> '
+                                     '<a href="#top">z</a> <a href="https://example.org">w</a>'
+                                     '<h1 id="top">A</h1>')
+    (tmp_path / "b.html").write_text('<p id="here">B</p>')
+    bad, n = broken_internal_links(tmp_path)
+    assert n == 3 and sorted(w for _, _, w in bad) == ["no such anchor", "no such file"]
+
+
+def test_no_internal_link_of_the_built_book_is_broken(built_book):
+    bad, n = broken_internal_links(built_book)
+    assert n > 500, n                                 # the chapters link to each other a lot
+    assert not bad, bad[:20]
