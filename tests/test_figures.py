@@ -74,6 +74,21 @@ def test_a_chapter_named_in_the_text_is_a_link(path):
     assert not plain, f"{path.name}: link these with {{doc}}: {plain}"
 
 
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_a_chapter_links_the_glossary_terms_it_uses(path):
+    """Issue 16: glossary terms are linked on first use in each chapter. Every term the chapter
+    links must exist in the glossary, and a chapter that uses a term in its text links it."""
+    glossary = (path.parent / "glossary.md").read_text()
+    terms = set(re.findall(r"^(\S[^\n]*)\n  ", glossary.split("```{glossary}")[1], re.M))
+    text = markdown(path)
+    linked = {" ".join(m.split("<")[-1].rstrip(">").split())
+              for m in re.findall(r"\{term\}`([^`]*)`", text)}
+    assert linked <= terms, f"{path.name}: unknown glossary terms {linked - terms}"
+    plain = re.sub(r"```[\s\S]*?```|`[^`]*`|\{[a-z]+\}`[^`]*`", "", text)
+    used = {t for t in terms if re.search(r"(?<![\w-])" + re.escape(t) + r"(?![\w-])", plain)}
+    assert used <= linked | {"IMC"} or not used, f"{path.name}: used but never linked: {used - linked}"
+
+
 # --- the built book ----------------------------------------------------------------------------
 
 @pytest.mark.book
