@@ -656,3 +656,33 @@ def test_mvm_refuses_planes_beyond_memory_before_allocating(monkeypatch):
     X = torch.zeros(512, 1152, dtype=torch.int64)
     with pytest.raises(ValueError, match=r"X.shape=\(512, 1152\)"):
         imc.mvm(A, X, imc.IMCConfig.ideal())
+
+
+@pytest.mark.parametrize("kind,levels,sign_mode", [("radix4", 2, "two-cycle"),
+                                                   ("radix4", 16, "two-cycle"),
+                                                   ("radix4", 2, "one-cycle"),
+                                                   ("unsigned", 2, "two-cycle")])
+def test_plane_counts_equal_a_brute_force_count_and_leave_the_planes_unchanged(kind, levels,
+                                                                                sign_mode):
+    """``counts=True`` (the fast mode) counts the nonzero digits per (row tile, plane, vector)
+    and must give exactly the planes of ``counts=False`` (bit-true)."""
+    from imckit.imc import planes as pl
+    g = gen(21)
+    B, N, rows = 40, 300, 128
+    if kind == "radix4":
+        e = torch.randint(0, 8, (B, N), generator=g)
+        X = torch.where(e > 0, 4.0 ** (e - 7).double(), 0.0) * torch.where(
+            torch.rand(B, N, generator=g) < 0.5, -1.0, 1.0)
+        X[:, :40] = 0.0                                   # a row tile of zeros in part
+    else:
+        X = torch.randint(0, 16, (B, N), generator=g)
+    a = pl.input_planes(X, kind, 4, levels, 1.0, 0, rows, 1, sign_mode)
+    b = pl.input_planes(X, kind, 4, levels, 1.0, 0, rows, 1, sign_mode, counts=True)
+    assert torch.equal(a.weights, b.weights) and a.drives == b.drives
+    assert all(torch.equal(x, y) for x, y in zip(a.active, b.active))
+    spans = [(0, 128), (128, 256), (256, 300)]
+    for t, (s, e) in enumerate(spans):                     # brute force from the dense digits
+        d, idx = b.tile_rows(t, s, e, b.tile_cycles()[t])
+        dense = torch.zeros(b.n_planes * B, dtype=torch.int64)
+        dense[idx if idx is not None else torch.arange(b.n_planes * B)] = (d != 0).sum(1).long()
+        assert torch.equal(b.counts[t].long().reshape(-1), dense)

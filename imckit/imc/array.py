@@ -97,7 +97,7 @@ def _chip_caps(seed, rows, cols, n_row_tiles, n_col_tiles, sigma, device) -> Chi
 
 
 def _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits, x_scale, phase, adc_range=None,
-             generator=None, row_group=1):
+             generator=None, row_group=1, counts=False):
     """Validate everything (no compute before), then split both operands into planes."""
     if not isinstance(cfg, IMCConfig):
         raise ValueError(f"cfg={type(cfg).__name__} is not allowed: pass an imc.IMCConfig")
@@ -127,7 +127,7 @@ def _prepare(A, X, cfg, a_bits, a_signed, x_kind, x_bits, x_scale, phase, adc_ra
                             torch.zeros(0, dtype=torch.float64), [], 0)
         return A, X, bits, wa, empty, 2
     planes = input_planes(X, x_kind, x_bits, cfg.input_levels, x_scale, phase, cfg.rows,
-                          row_group, cfg.sign_mode)
+                          row_group, cfg.sign_mode, counts)
     L = cfg.input_levels if x_kind in ("multilevel", "radix4") else 2
     return A, X, bits, wa, planes, L
 

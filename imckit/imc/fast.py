@@ -241,6 +241,8 @@ def _chip_weights(cfg, N, M, a_bits, a_signed, row_group, dev) -> torch.Tensor:
 
 def _plane_counts(planes, N, spans, dev):
     """(T, P, B) nonzero digits of each plane, vector and row tile (int64)."""
+    if planes.counts is not None:                              # counted with the planes
+        return planes.counts.to(torch.int64)
     T, P = len(spans), planes.n_planes
     if planes.codes is not None:                               # radix-4: one plane per input
         plane = planes.codes[0]
@@ -293,7 +295,8 @@ def mvm_fast(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4,
     # bit-true's validation and input planes (the Work counts); the stored planes are made
     # here one at a time, so _prepare gets A without columns
     _, X, _, wa, planes, L = _prepare(A[:, :0], X, cfg, a_bits, a_signed, x_kind, x_bits,
-                                      x_scale, phase, adc_range, generator, row_group)
+                                      x_scale, phase, adc_range, generator, row_group,
+                                      counts=True)
     lo, hi = (-(2 ** (a_bits - 1)), 2 ** (a_bits - 1) - 1) if a_signed else (0, 2**a_bits - 1)
     check_ints("A", A, lo, hi, f"a_bits={a_bits}, a_signed={a_signed}")
     if X.shape[1] and planes.n_planes and not _supported(planes, L):

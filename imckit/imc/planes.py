@@ -36,6 +36,7 @@ class InputPlanes(NamedTuple):
     drives: int            # row drives: nonzero digits summed over planes, rows and batch
     bipolar: bool = False  # signed digits in one cycle (sign_mode="one-cycle"): bipolar ADC
     codes: tuple | None = None  # radix-4: (plane index per input, -1 for zero; digit per input)
+    counts: torch.Tensor | None = None  # (T, P, B) nonzero digits per row tile, plane, vector
 
     @property
     def n_planes(self) -> int:
@@ -187,7 +188,7 @@ def _radix4_exponents(X, x_scale, phase):
 
 
 def input_planes(X, kind, x_bits, levels, x_scale, phase, rows, group=1,
-                 sign_mode="two-cycle") -> InputPlanes:
+                 sign_mode="two-cycle", counts=False) -> InputPlanes:
     """Split inputs X (B, N) into the planes applied one per cycle (see :func:`imckit.imc.mvm`).
 
     Signed inputs (``signed``, ``radix4``) in ``sign_mode="one-cycle"`` get one plane per
@@ -198,7 +199,7 @@ def input_planes(X, kind, x_bits, levels, x_scale, phase, rows, group=1,
     spans = row_tiles(N, rows, group)              # the one mapping's tiles
     one = sign_mode == "one-cycle"
     if kind == "radix4":
-        return _radix4_planes(X, levels, x_scale, phase, spans, sign_mode)
+        return _radix4_planes(X, levels, x_scale, phase, spans, sign_mode, counts)
     if x_scale != 1.0:
         raise ValueError(f"x_scale={x_scale!r} is not allowed for x_kind={kind!r}: allowed 1.0 "
                          "(x_scale only places the radix-4 grid)")
@@ -267,15 +268,16 @@ def _finish(digits, w, spans, bipolar):
     act = cnt > 0
     used = act.any(2).any(1)
     if not bool(used.all()):
-        digits, w, act = digits[used], w[used], act[used]
+        digits, w, act, cnt = digits[used], w[used], act[used], cnt[used]
     active = [act[:, :, j] for j in range(len(spans))]
-    return InputPlanes(digits, w, active, int(cnt.sum()), bipolar)
+    return InputPlanes(digits, w, active, int(cnt.sum()), bipolar, None, cnt.permute(2, 0, 1))
 
 
-def _radix4_planes(X, levels, x_scale, phase, spans, sign_mode):
+def _radix4_planes(X, levels, x_scale, phase, spans, sign_mode, counts=False):
     """Radix-4 inputs: exponents e = 1..7 in groups of ``g = radix4_group(levels)`` per cycle
     (digit ``4^((e-1) % g)``, plane weight ``base * 4^(e0-7)`` of the group's lowest exponent);
-    signs in separate planes (``two-cycle``) or as signed digits (``one-cycle``)."""
+    signs in separate planes (``two-cycle``) or as signed digits (``one-cycle``). ``counts``:
+    also count the nonzero inputs per (row tile, plane, vector), for the fast mode."""
     e0, neg = _radix4_exponents(X, x_scale, phase)             # e - 1 (int8), -1 for zero
     nz = e0 >= 0
     g = radix4_group(levels)
@@ -301,20 +303,33 @@ def _radix4_planes(X, levels, x_scale, phase, spans, sign_mode):
     # Each input sits in exactly one plane: keep its plane index and digit (no dense planes)
     # and read the active (plane, vector) cycles of each row tile from the indices.
     B, N = X.shape
-    bidx = torch.arange(B, device=X.device).view(-1, 1)
-    active = []
-    pl = plane.to(torch.int64) + 1                             # 0: inputs that are zero
-    for s, e in spans:
-        a = torch.zeros(n_planes + 1, B, dtype=torch.bool, device=X.device)
-        a.index_put_((pl[:, s:e], bidx.expand(B, e - s)),
-                     torch.ones((), dtype=torch.bool, device=X.device))
-        active.append(a[1:])
+    T = len(spans)
+    cnt = None
+    if counts:
+        # nonzero inputs per (row tile, plane, vector): one bincount over the plane indices
+        tile = torch.empty(N, dtype=torch.int64, device=X.device)
+        for t, (s, e) in enumerate(spans):
+            tile[s:e] = t
+        key = (tile.view(1, -1) * n_planes + plane.to(torch.int64)) * B \
+            + torch.arange(B, device=X.device).view(-1, 1)
+        cnt = torch.bincount(key[nz], minlength=T * n_planes * B).view(T, n_planes, B)
+        active = list(cnt > 0)
+    else:
+        bidx = torch.arange(B, device=X.device).view(-1, 1)
+        active = []
+        pl = plane.to(torch.int64) + 1                         # 0: inputs that are zero
+        for s, e in spans:
+            a = torch.zeros(n_planes + 1, B, dtype=torch.bool, device=X.device)
+            a.index_put_((pl[:, s:e], bidx.expand(B, e - s)),
+                         torch.ones((), dtype=torch.bool, device=X.device))
+            active.append(a[1:])
     used = (torch.stack(active).any(0).any(1) if active
             else torch.zeros(n_planes, dtype=torch.bool, device=X.device))
     if not bool(used.all()):
         remap = (torch.cumsum(used.to(torch.int64), 0) - 1).to(torch.int8)  # old -> used plane
         plane = torch.where(plane >= 0, remap[plane.clamp(min=0).to(torch.int64)], plane)
         w, active = w[used], [a[used] for a in active]
+        cnt = None if cnt is None else cnt[:, used]
     binary = g == 1 and not one                                 # every digit is 1
     codes = (plane, None if binary else torch.where(nz, digit, 0))
-    return InputPlanes(None, w, active, int(nz.sum()), one, codes)
+    return InputPlanes(None, w, active, int(nz.sum()), one, codes, cnt)
