@@ -165,8 +165,10 @@ def test_committed_validation_is_what_the_chapter_reads():
         assert {"ratio", "ratio_ci95", "in_band", "warned_seeds", "seeds", "warning"} <= set(r)
         assert r["in_band"] == (cfg["band"][0] <= r["ratio"] <= cfg["band"][1])
     assert all(r["in_band"] and r["warned_seeds"] == 0 for r in d["variance"])
-    assert all(r["warned_seeds"] == r["seeds"] for r in d["breaks"])
+    # every entry out of the band warned in every draw (the chapter says so), and some are out
+    assert all(r["warned_seeds"] == r["seeds"] for r in d["breaks"] if not r["in_band"])
     assert any(not r["in_band"] for r in d["breaks"])
+    assert all("clipped" in r and "per_seed" in r for r in d["breaks"])
     prov = d["provenance"]
     assert prov["command"].startswith("python benchmarks/fast_validation.py")
     assert prov["hardware"] == "2-core x86 CPU" and prov["date"] and prov["wall_s"] > 0
