@@ -6,8 +6,9 @@ bit plane) instead of im2col. This measures both on ResNet-20's three conv shape
 output channel), computing the same column counts:
 
 * ``conv2d``: per input plane, one float32 ``conv2d`` against all 4C stored bit planes;
-* ``im2col + int8``: the simulator's scheme, one unfold of the codes, then per plane an exact
-  ``torch._int_mm`` (int8 x int8 -> int32) of its bits against the stored bits.
+* ``im2col + int8``: the simulator's scheme, one im2col of the int8 levels (the layers' own
+  ``imckit.nn.layers.im2col``), then per plane an exact ``torch._int_mm`` (int8 x int8 ->
+  int32) of its bits against the stored bits.
 
 Both outputs are checked equal. Run: ``python benchmarks/bench_conv_planes.py --threads 2``.
 """
@@ -18,6 +19,8 @@ import time
 
 import torch
 import torch.nn.functional as F
+
+from imckit.nn.layers import im2col as im2col_rows
 
 
 def _cpu_ms(fn, k=5):
@@ -39,8 +42,10 @@ def case(C, H, batch=32):
     def conv():
         return [F.conv2d(p, wb, padding=1) for p in planes]
 
+    x8 = x.to(torch.int8)                       # the layers hand int8 levels to the simulator
+
     def im2col():
-        cols = F.unfold(x.float(), 3, padding=1).transpose(1, 2).reshape(-1, C * 9).to(torch.int8)
+        cols = im2col_rows(x8, (3, 3), (1, 1), (1, 1), (1, 1))          # the layers' im2col
         return [torch._int_mm((cols >> k) & 1, W8) for k in range(4)]
 
     a = conv()[1].permute(0, 2, 3, 1).reshape(-1, 4 * C)
