@@ -9,7 +9,7 @@ REQUIREJS=requirejs@2.3.7
 HTMLMANAGER=@jupyter-widgets/html-manager@1.0.15   # pairs with ipywidgets 8.1.x
 dest=book/_static/vendor
 stamp="$dest/.versions"
-want="$MATHJAX $REQUIREJS $HTMLMANAGER fonts-at-page-dir"
+want="$MATHJAX $REQUIREJS $HTMLMANAGER fonts-in-both-places"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
 command -v npm >/dev/null || { echo "fetch_vendor: npm is needed to fetch the book's JavaScript (apt-get install npm)" >&2; exit 1; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
@@ -22,14 +22,17 @@ rm -rf "$dest/mathjax/sre/mathmaps" "$dest/mathjax/output/svg" "$dest/mathjax/no
 find "$dest/mathjax" -maxdepth 1 -name '*.js' ! -name 'tex-chtml.js' ! -name 'tex-mml-chtml.js' ! -name 'loader.js' ! -name 'startup.js' ! -name 'core.js' -delete
 cp "$tmp"/requirejs-*/require.js "$dest/require/require.js"
 cp "$tmp"/jupyter-widgets-html-manager-*/dist/embed-amd.js "$dest/html-manager/embed-amd.js"
-# The manager loads its icon fonts (Font Awesome, when a widget shows an icon glyph) from
-# <page dir>/@jupyter-widgets/<hash>.<ext>; the chapters live in book/, so the fonts go there
-# (copied into the build via html_extra_path). Every font format the bundle names: browsers
-# fall back from woff2 to woff to ttf.
-fonts="$dest/extra/book/@jupyter-widgets"
-mkdir -p "$fonts"
-for f in "$tmp"/jupyter-widgets-html-manager-*/dist/*; do
-  case "$f" in *.woff|*.woff2|*.ttf|*.eot|*.svg) cp "$f" "$fonts/";; esac
+# The manager loads its icon fonts (Font Awesome) relative to the page, from two places: its
+# own stylesheet asks <page dir>/@jupyter-widgets/html-manager/dist/<hash>.<ext> on every page
+# with a widget, and the controls' stylesheet <page dir>/@jupyter-widgets/<hash>.<ext> when a
+# widget shows an icon glyph. The chapters live in book/, so the fonts go to both places there
+# (copied into the build via html_extra_path), in every format the bundle names (browsers fall
+# back from woff2 to woff to ttf).
+for fonts in "$dest/extra/book/@jupyter-widgets" "$dest/extra/book/@jupyter-widgets/html-manager/dist"; do
+  mkdir -p "$fonts"
+  for f in "$tmp"/jupyter-widgets-html-manager-*/dist/*; do
+    case "$f" in *.woff|*.woff2|*.ttf|*.eot|*.svg) cp "$f" "$fonts/";; esac
+  done
 done
 echo "$want" > "$stamp"
 du -sh "$dest" | sed 's/^/fetch_vendor: /'
