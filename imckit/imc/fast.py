@@ -27,7 +27,7 @@ Regimes where the model does not hold (:data:`CLIP_WARN`, :data:`FEW_BITS`,
 :data:`MISMATCH_WARN`): large capacitor mismatch, heavy clipping
 (the count tail is then set by data structure the random-placement model does not see) and ADCs
 of few bits (the error is then a deterministic function of the count, correlated across the
-conversions of an output and with the signal). :func:`mvm_fast` warns in both. Multi-level
+conversions of an output and with the signal). :func:`mvm_fast` warns in all three. Multi-level
 inputs and one-cycle signed inputs are not modelled yet: they run bit-true, with a warning.
 
 >>> import torch
@@ -49,7 +49,7 @@ from .._device import no_tf32
 from ..mapping.arrays import row_tiles
 from .array import _chip_caps, _prepare, calibrate_adc_range, call_work, column_counts, mvm
 from .config import IMCConfig
-from .planes import as_tensor, check_ints, exact_mm
+from .planes import as_tensor, check_ints
 
 CLIP_WARN = 1e-3
 """Modelled fraction of conversions whose count is above the ADC range beyond which
@@ -61,8 +61,9 @@ FEW_BITS = 6
 """ADCs of this many bits or fewer get a warning: the conversion error is a deterministic
 function of the count there (a dead zone of several counts), correlated across the conversions
 of one output and with the signal, which one independent draw per output does not reproduce.
-Measured (``imckit.fast_validation``): at 6 bits the backward MVM's error ratio already leaves
-0.8-1.25; only 8-bit ADCs are validated."""
+Measured (``imckit.fast_validation``): 4-bit ADCs leave 0.8-1.25 (backward 6x); at 5 and 6
+bits the ratios stay inside but the backward MVM's interval reaches past it; 7 bits and up
+behave like the validated 8 bits. The threshold is our choice [I]."""
 
 MISMATCH_WARN = 0.05
 """Capacitor mismatch above which :func:`mvm_fast` warns: validated at 0.2 % and 1 %; at 30 %
@@ -239,27 +240,6 @@ def _chip_weights(cfg, N, M, a_bits, a_signed, row_group, dev) -> torch.Tensor:
     return w
 
 
-def _plane_counts(planes, N, spans, dev):
-    """(T, P, B) nonzero digits of each plane, vector and row tile (int64)."""
-    if planes.counts is not None:                              # counted with the planes
-        return planes.counts.to(torch.int64)
-    T, P = len(spans), planes.n_planes
-    if planes.codes is not None:                               # radix-4: one plane per input
-        plane = planes.codes[0]
-        B = plane.shape[0]
-        tile = torch.cat([torch.full((e - s,), t, device=dev) for t, (s, e) in enumerate(spans)])
-        nz = plane >= 0
-        idx = (tile.view(1, -1) * P + plane.long()) * B + torch.arange(B, device=dev).view(-1, 1)
-        return torch.bincount(idx[nz], minlength=T * P * B).view(T, P, B)
-    d = planes.digits
-    B = d.shape[1]
-    ind = torch.zeros(N, T, dtype=torch.int8, device=dev)
-    for t, (s, e) in enumerate(spans):
-        ind[s:e, t] = 1
-    cnt = exact_mm((d != 0).view(torch.int8).reshape(P * B, N), ind)
-    return cnt.view(P, B, T).permute(2, 0, 1).long()
-
-
 def _supported(planes, L) -> bool:
     """Binary digits through a unipolar ADC: the count model's case."""
     if planes.bipolar or L != 2:
@@ -369,7 +349,7 @@ def _error_terms(A, planes, wa, physics, N, M, a_bits, row_group, dev):
     conversion is exact."""
     R = physics["rows"]
     spans = row_tiles(N, R, row_group)
-    n_tpb = _plane_counts(planes, N, spans, dev)                   # (T, P, B)
+    n_tpb = planes.counts.to(torch.int64)          # (T, P, B): counted with the planes
     B = n_tpb.shape[2]
     u = _stored_digits(A, a_bits)
     wp = planes.weights.to(dev, torch.float32)
