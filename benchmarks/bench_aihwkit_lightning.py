@@ -82,6 +82,7 @@ def mlp_epoch(make, ds):
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     X, Y = ds.x_train.float(), ds.y_train
     g = torch.Generator().manual_seed(0)
+    on_imc = any(isinstance(m, inn.IMCModule) for m in model.modules())
 
     def epoch():
         model.train()
@@ -89,7 +90,7 @@ def mlp_epoch(make, ds):
             opt.zero_grad()
             F.cross_entropy(model(X[idx]), Y[idx]).backward()
             opt.step()
-            if hasattr(model, "_modules") and any(isinstance(m, inn.IMCModule) for m in model.modules()):
+            if on_imc:
                 inn.after_step(model)
     return _cpu_s(epoch, 1)
 

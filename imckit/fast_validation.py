@@ -100,10 +100,13 @@ def _config(preset: str, seed: int, changes: dict | None = None) -> imc.IMCConfi
     return getattr(imc.IMCConfig, preset)(seed=seed, **(changes or {}))
 
 
-def calibrated_range(A, X, cfg: imc.IMCConfig, kw: dict) -> float:
-    """The ADC range a layer calibrates for this MVM (fraction of the full column swing)."""
-    return imc.calibrate_adc_range(imc.column_counts(A, X, cfg, **kw), cfg.rows,
-                                   percentile=cfg.adc_percentile, floor=cfg.adc_range_floor())
+def calibrated_range(A, X, cfg: imc.IMCConfig, kw: dict, counts=None) -> float:
+    """The ADC range a layer calibrates for this MVM (fraction of the full column swing), from
+    its column ``counts`` (computed when not given)."""
+    if counts is None:
+        counts = imc.column_counts(A, X, cfg, **kw)
+    return imc.calibrate_adc_range(counts, cfg.rows, percentile=cfg.adc_percentile,
+                                   floor=cfg.adc_range_floor())
 
 
 def compare(kind: str, reduction: int, preset: str, *, seeds: int = 6, outputs: int = 192,
@@ -134,8 +137,7 @@ def compare(kind: str, reduction: int, preset: str, *, seeds: int = 6, outputs: 
         kw.update(kw_extra)
         cfg = _config(preset, s, changes)
         counts = imc.column_counts(A, X, cfg, **kw)
-        r = range_scale * imc.calibrate_adc_range(counts, cfg.rows, percentile=cfg.adc_percentile,
-                                                  floor=cfg.adc_range_floor())
+        r = range_scale * calibrated_range(A, X, cfg, kw, counts)
         if cfg.adc_bits is not None:
             step = r * cfg.rows / cfg.adc_levels(False)
             clip_n += int((counts > cfg.adc_levels(False) * step + 0.5 * step).sum())

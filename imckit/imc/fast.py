@@ -201,9 +201,13 @@ def effective_weights(A, cfg: IMCConfig, *, a_bits: int = 4, a_signed: bool = Tr
     >>> effective_weights(A, IMCConfig.jia22_16nm(cap_mismatch=0.0)).tolist()
     [[3.0], [-2.0]]
     """
-    N, M = A.shape
-    u = _stored_digits(A, a_bits)
-    w = _chip_weights(cfg, N, M, a_bits, a_signed, row_group, A.device)
+    return _effective(_stored_digits(A, a_bits), cfg, a_bits, a_signed, row_group)
+
+
+def _effective(u, cfg, a_bits, a_signed, row_group) -> torch.Tensor:
+    """:func:`effective_weights` from the stored digit patterns ``u`` (:func:`_stored_digits`)."""
+    N, M = u.shape
+    w = _chip_weights(cfg, N, M, a_bits, a_signed, row_group, u.device)
     y = None
     for k in range(a_bits):
         b = _bit(u, k).to(torch.float32)
@@ -319,7 +323,8 @@ def mvm_fast(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4,
                       stacklevel=2)
     physics = dict(rows=R, sigma=sig, cap_mismatch=cfg.cap_mismatch, step=step, top=top,
                    round_counts=rc, linear=linear)
-    err = _error_terms(A, planes, wa, physics, N, M, a_bits, row_group, dev)
+    u = _stored_digits(A, a_bits)                  # the stored bit patterns, made once
+    err = _error_terms(u, planes, wa, physics, N, M, a_bits, row_group, dev)
     if err is not None and err[2] > CLIP_WARN * cycles * Mb:
         warnings.warn(f"mvm_fast: ~{err[2] / (cycles * Mb):.2%} of the conversions clip above "
                       f"the ADC range (adc_range={r:g}; more than {CLIP_WARN:.1%}): the fast "
@@ -330,8 +335,7 @@ def mvm_fast(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4,
             y = (X.to(torch.float64) @ A.to(torch.float64)).to(out_dtype)
         return (y, work) if report else y
     ct_dtype = torch.float64 if out_dtype == torch.float64 else torch.float32
-    Alin = (effective_weights(A, cfg, a_bits=a_bits, a_signed=a_signed, row_group=row_group)
-            if linear else A)
+    Alin = _effective(u, cfg, a_bits, a_signed, row_group) if linear else A
     with no_tf32():
         y = X.to(ct_dtype) @ Alin.to(ct_dtype)
     if err is not None:
@@ -343,7 +347,7 @@ def mvm_fast(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4,
     return (y, work) if report else y
 
 
-def _error_terms(A, planes, wa, physics, N, M, a_bits, row_group, dev):
+def _error_terms(u, planes, wa, physics, N, M, a_bits, row_group, dev):
     """Per output: the summed mean error of its conversions (B, M), their summed variance
     (B, M), both float32, and the modelled number of clipping conversions; None when every
     conversion is exact."""
@@ -351,7 +355,6 @@ def _error_terms(A, planes, wa, physics, N, M, a_bits, row_group, dev):
     spans = row_tiles(N, R, row_group)
     n_tpb = planes.counts.to(torch.int64)          # (T, P, B): counted with the planes
     B = n_tpb.shape[2]
-    u = _stored_digits(A, a_bits)
     wp = planes.weights.to(dev, torch.float32)
     wak = wa.to(dev, torch.float32)
     mean = var = None
