@@ -69,6 +69,72 @@ def test_shape_dtype_and_seeded_noise():
                            mvm_fast(A, X, cfg, generator=g, **kw))
 
 
+@pytest.mark.parametrize("kind", ["forward", "backward", "weight_grad"])
+def test_trusted_operands_take_the_counting_path_with_the_same_result(kind, monkeypatch):
+    # imckit's layers pass trusted operands: radix-4 inputs are then counted from one
+    # histogram of the float32 top byte (planes._radix4_counts), never split into codes;
+    # the output and the Work must equal the checked path's (same counts, same draws)
+    from imckit.imc import planes as P
+    hits = []
+    real = P._radix4_counts
+    monkeypatch.setattr(P, "_radix4_counts", lambda *a: hits.append(1) or real(*a))
+    A, X, kw = _ops(kind, 2500, 3, 24)                       # three row tiles, one partial
+    cfg = IMCConfig.jia22_16nm()
+    for dtype in (torch.float32, torch.float64):
+        g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+        y1, w1 = mvm_fast(A, X.to(dtype), cfg, adc_range=0.25, generator=g1, report=True, **kw)
+        with imc.planes.trusted_operands():
+            y2, w2 = mvm_fast(A, X.to(dtype), cfg, adc_range=0.25, generator=g2, report=True,
+                              **kw)
+        assert torch.equal(y1, y2) and w1 == w2
+    assert len(hits) == (2 if kw["x_kind"] == "radix4" else 0)
+
+
+def test_radix4_counts_equal_the_plane_split():
+    from imckit.imc import planes as P
+    from imckit.mapping.arrays import row_tiles
+    g = torch.Generator().manual_seed(0)
+    for (B, N, rows), x_scale, phase in [((5, 7, 4), 1.0, 0), ((64, 300, 128), 4096.0, 1),
+                                         ((16, 3000, 1152), 2.0**-20, 0), ((3, 1, 1), 0.5, 1)]:
+        base = x_scale * P.phase_factor(phase)
+        e = torch.randint(0, 7, (B, N), generator=g).double()
+        sgn = torch.where(torch.rand(B, N, generator=g) < 0.5, -1.0, 1.0).double()
+        X = torch.where(torch.rand(B, N, generator=g) < 0.3, 0.0, sgn * 4.0**-e * base)
+        spans = row_tiles(N, rows, 1)
+        ref = P._radix4_planes(X, 2, x_scale, phase, spans, "two-cycle", True)
+        with P.trusted_operands():
+            got = P._radix4_planes(X.float(), 2, x_scale, phase, spans, "two-cycle", True)
+        assert got.codes is None and ref.codes is not None
+        assert torch.equal(got.counts, ref.counts) and torch.equal(got.weights, ref.weights)
+        assert got.drives == ref.drives and len(got.active) == len(ref.active)
+        assert all(torch.equal(a, b) for a, b in zip(got.active, ref.active))
+
+
+def test_error_terms_add_over_row_tiles():
+    # the batched tiles (one lookup, bmm over tiles, chunks) give each tile's own terms:
+    # the sum of the terms of each tile run alone
+    from imckit.imc import fast as F
+    from imckit.imc.planes import input_planes, stored_planes
+    from imckit.mapping.arrays import row_tiles
+    A, X, kw = _ops("weight_grad", 700, 2, 12, vectors=20)
+    cfg = IMCConfig.jia22_16nm(rows=128)
+    physics = dict(rows=128, sigma=1.0, cap_mismatch=0.01, step=0.5, top=32.0,
+                   round_counts=True, linear=False)
+    u = F._stored_digits(A, 4)
+    _, wa = stored_planes(A, 4, False)
+
+    def terms(Xs, us):
+        pl = input_planes(Xs, "radix4", 4, 2, kw["x_scale"], kw["phase"], 128, 1, "two-cycle",
+                          True)
+        return F._error_terms(us, pl, wa, physics, Xs.shape[1], A.shape[1], 4, 1, "cpu")
+    whole = terms(X, u)
+    parts = [terms(X[:, s:e], u[s:e]) for s, e in row_tiles(700, 128, 1)]
+    assert torch.allclose(whole[0], sum(p[0] for p in parts), rtol=1e-5, atol=1e-4)
+    assert torch.allclose(whole[1], sum(p[1] for p in parts), rtol=1e-5, atol=1e-4)
+    assert whole[2] == pytest.approx(sum(p[2] for p in parts), rel=1e-5)
+    assert float(whole[1].min()) > 0
+
+
 @pytest.mark.parametrize("preset", ["jia22_16nm", "measured"])
 @pytest.mark.parametrize("kind", ["forward", "backward", "weight_grad"])
 def test_error_variance_ratio_144(kind, preset):

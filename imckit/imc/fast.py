@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import collections
 import math
+import os
+import time
 import warnings
 
 import numpy as np
@@ -47,7 +49,7 @@ import torch
 
 from .._device import no_tf32
 from ..mapping.arrays import row_tiles
-from .array import _chip_caps, _prepare, calibrate_adc_range, call_work, column_counts, mvm
+from .array import CHIP_CACHE_IDLE_S, _chip_caps, _prepare, calibrate_adc_range, call_work, column_counts, mvm
 from .config import IMCConfig
 from .planes import as_tensor, check_ints
 
@@ -71,8 +73,13 @@ the forward MVM's error is underestimated by about a third (``imckit.fast_valida
 
 _F_CACHE: "collections.OrderedDict[tuple, dict]" = collections.OrderedDict()
 _F_CACHE_KEYS = 32
-_W_CACHE: "collections.OrderedDict[tuple, torch.Tensor]" = collections.OrderedDict()
-_W_CACHE_BYTES = 256 << 20
+_W_CACHE: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
+W_CACHE_BYTES = int(os.environ.get("IMCKIT_FAST_CACHE_MB", "1024")) << 20
+"""Memory the fast mode's per-cell chip weights (:func:`effective_weights`) of recently used
+arrays may keep (env ``IMCKIT_FAST_CACHE_MB``, default 1024): a ResNet-20 step at batch 32
+uses ~380 MB of them (the weight-gradient arrays hold the activations, batch x positions
+rows). Like the chip cache, a full cache keeps what it has (training visits the arrays in a
+cycle) and drops entries unused for :data:`~imckit.imc.array.CHIP_CACHE_IDLE_S`."""
 
 
 def conversion_error(c_max: int, *, rows: int, sigma: float, cap_mismatch: float,
@@ -141,11 +148,11 @@ def _hypergeom_moments(table: dict, n: torch.Tensor, K: torch.Tensor) -> None:
     c_hi = torch.minimum(n_, k_)[:, None]
     ok = (cc <= c_hi) & (cc >= 0)
     ccs = torch.where(ok, cc, 0.0)
-    lg = torch.lgamma
-    logp = (lg(k_[:, None] + 1) - lg(ccs + 1) - lg(k_[:, None] - ccs + 1)
-            + lg(R - k_[:, None] + 1) - lg(n_[:, None] - ccs + 1)
-            - lg(R - k_[:, None] - n_[:, None] + ccs + 1)
-            - (lg(torch.tensor(R + 1.0)) - lg(n_ + 1) - lg(R - n_ + 1))[:, None])
+    lf = table["logfact"]                       # lf[i] = log(i!), i = 0..R
+    f = lambda x: lf[x.clamp(min=0).long()]     # noqa: E731  (masked where not ``ok``)
+    kc, nc = k_[:, None], n_[:, None]
+    logp = (f(kc) - f(ccs) - f(kc - ccs) + f(R - kc) - f(nc - ccs) - f(R - kc - nc + ccs)
+            - (lf[R] - f(n_) - f(R - n_))[:, None])
     p = torch.where(ok, torch.exp(torch.where(ok, logp, -1e9)), 0.0)
     p = p / p.sum(1, keepdim=True)
     idx = ccs.long()
@@ -166,6 +173,7 @@ def _error_table(key: tuple, R: int, **physics) -> dict:
     top = physics["top"]
     over = (c > top + 0.5 * physics["step"]) if physics["step"] is not None else 0 * c
     t = {"R": R, "mu": torch.from_numpy(mu), "m2": torch.from_numpy(m2),
+         "logfact": torch.lgamma(torch.arange(R + 1, dtype=torch.float64) + 1),
          "over": torch.from_numpy(over.astype(np.float64)),
          "exact": bool(np.all(m2 == 0)),
          "f1": torch.zeros(R + 1, R + 1), "f2": torch.zeros(R + 1, R + 1),
@@ -222,10 +230,11 @@ def _chip_weights(cfg, N, M, a_bits, a_signed, row_group, dev) -> torch.Tensor:
     ct = -(-Mb // cfg.columns)
     key = (cfg.seed, R, cfg.columns, len(spans), ct, cfg.cap_mismatch, str(dev), N, row_group,
            M, a_bits, a_signed)
-    w = _W_CACHE.get(key)
-    if w is not None:
+    hit = _W_CACHE.get(key)
+    if hit is not None:
+        _W_CACHE[key] = (hit[0], time.monotonic())
         _W_CACHE.move_to_end(key)
-        return w
+        return hit[0]
     wa = 2.0 ** torch.arange(a_bits, dtype=torch.float64)
     if a_signed:
         wa[-1] = -wa[-1]
@@ -238,10 +247,23 @@ def _chip_weights(cfg, N, M, a_bits, a_signed, row_group, dev) -> torch.Tensor:
     else:
         w = torch.ones(N, Mb, device=dev)
     w = (w.view(N, M, a_bits) * wa.to(dev, torch.float32)).permute(2, 0, 1).contiguous()
-    _W_CACHE[key] = w
-    while sum(v.numel() * 4 for v in _W_CACHE.values()) > _W_CACHE_BYTES and len(_W_CACHE) > 1:
-        _W_CACHE.popitem(last=False)
+    _w_cache_put(key, w)
     return w
+
+
+def _w_cache_put(key, w) -> None:
+    total = sum(v.numel() * v.element_size() for v, _ in _W_CACHE.values())
+    need = w.numel() * w.element_size()
+    now = time.monotonic()
+    while total + need > W_CACHE_BYTES and _W_CACHE:
+        oldest = next(iter(_W_CACHE))
+        v, last = _W_CACHE[oldest]
+        if now - last < CHIP_CACHE_IDLE_S:
+            return                                   # full of arrays in use: do not cache
+        del _W_CACHE[oldest]
+        total -= v.numel() * v.element_size()
+    if total + need <= W_CACHE_BYTES:
+        _W_CACHE[key] = (w, now)
 
 
 def _supported(planes, L) -> bool:
@@ -350,46 +372,97 @@ def mvm_fast(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4,
 def _error_terms(u, planes, wa, physics, N, M, a_bits, row_group, dev):
     """Per output: the summed mean error of its conversions (B, M), their summed variance
     (B, M), both float32, and the modelled number of clipping conversions; None when every
-    conversion is exact."""
+    conversion is exact. Row tiles of one length share one table lookup and run batched."""
     R = physics["rows"]
     spans = row_tiles(N, R, row_group)
     n_tpb = planes.counts.to(torch.int64)          # (T, P, B): counted with the planes
-    B = n_tpb.shape[2]
+    T, P, B = n_tpb.shape
     wp = planes.weights.to(dev, torch.float32)
     wak = wa.to(dev, torch.float32)
+    K = _stored_ones(u, spans, a_bits)             # (T, M * a_bits) int64, m-major
+    by_len: dict = {}
+    for t, (s, e) in enumerate(spans):
+        by_len.setdefault(e - s, []).append(t)
     mean = var = None
     clipped = 0.0
-    for t, (s, e) in enumerate(spans):
-        tab = _error_table((tuple(sorted(physics.items())), e - s), e - s, **physics)
+    for length, ts in by_len.items():
+        tab = _error_table((tuple(sorted(physics.items())), length), length, **physics)
         if tab["exact"]:
             continue
-        K = torch.stack([_bit(u[s:e], k).sum(0, dtype=torch.int32) for k in range(a_bits)], 1)
-        nt = n_tpb[t]                                              # (P, B)
-        act = nt > 0
-        nu, ninv = torch.unique(nt[act], return_inverse=True)
-        ku, kinv = torch.unique(K.view(-1), return_inverse=True)   # (M * a_bits,) m-major
-        nuc, kuc = nu.cpu(), ku.cpu().long()
-        _hypergeom_moments(tab, nuc, kuc)
-        f1 = tab["f1"][nuc][:, kuc].to(dev)
-        f2 = tab["f2"][nuc][:, kuc].to(dev)
-        fc = tab["clip"][nuc][:, kuc].to(dev)
-        # plane weights of each vector, gathered by the plane's count class
-        bidx = torch.arange(B, device=dev).expand_as(nt)[act]
-        w1 = wp.view(-1, 1).expand_as(nt)[act].double()
-        flat = bidx * nu.numel() + ninv
-        W1 = torch.bincount(flat, weights=w1, minlength=B * nu.numel()).view(B, -1).float()
-        W2 = torch.bincount(flat, weights=w1 * w1, minlength=B * nu.numel()).view(B, -1).float()
-        W0 = torch.bincount(ninv, minlength=nu.numel()).to(torch.float32)
-        # column classes -> outputs: S[u, m] = sum_k wa_k [K_mk in class u]
-        col = torch.arange(M, device=dev).repeat_interleave(a_bits)
-        S1 = torch.zeros(ku.numel(), M, device=dev)
-        S1.index_put_((kinv, col), wak.repeat(M), accumulate=True)
-        S2 = torch.zeros(ku.numel(), M, device=dev)
-        S2.index_put_((kinv, col), (wak * wak).repeat(M), accumulate=True)
-        with no_tf32():
-            b1 = (W1 @ f1) @ S1
-            b2 = (W2 @ (f2 - f1 * f1)) @ S2
-        mean = b1 if mean is None else mean.add_(b1)
-        var = b2 if var is None else var.add_(b2)
-        clipped += float(W0 @ (fc @ torch.bincount(kinv, minlength=ku.numel()).float()))
+        # chunks of tiles small enough that the (tiles, B, max(U, V, M)) products stay modest
+        step = max(1, (16 << 20) // max(B * max(M * a_bits, length + 1), 1))
+        for c in range(0, len(ts), step):
+            idx = torch.tensor(ts[c:c + step], device=dev)
+            b1, b2, cl = _tile_terms(tab, n_tpb[idx], K[idx], wp, wak, M, a_bits, dev)
+            mean = b1 if mean is None else mean.add_(b1)
+            var = b2 if var is None else var.add_(b2)
+            clipped += cl
     return None if mean is None else (mean, var, clipped)
+
+
+def _stored_ones(u, spans, a_bits) -> torch.Tensor:
+    """Stored ones per (row tile, physical column) (T, M * a_bits) int64, column m-major:
+    ``K[t, m * a_bits + k]`` = ones of bit k of column m in tile t."""
+    N, M = u.shape
+    full = [t for t, (s, e) in enumerate(spans) if e - s == spans[0][1] - spans[0][0]]
+    out = torch.empty(len(spans), M, a_bits, dtype=torch.int64, device=u.device)
+    r = spans[0][1] - spans[0][0]
+    if len(full) == len(spans) or full == list(range(len(full))):
+        head = u[:len(full) * r].view(len(full), r, M)
+        for k in range(a_bits):
+            out[:len(full), :, k] = _bit(head, k).sum(1, dtype=torch.int32)
+    for t, (s, e) in enumerate(spans[len(full):], start=len(full)):
+        for k in range(a_bits):
+            out[t, :, k] = _bit(u[s:e], k).sum(0, dtype=torch.int32)
+    return out.view(len(spans), M * a_bits)
+
+
+def _classes(v: torch.Tensor, top: int):
+    """Sorted distinct values of ``v`` (integers in 0..top, 0 always among them) and each
+    entry's class index: a presence table, not a sort."""
+    present = torch.zeros(top + 1, dtype=torch.bool, device=v.device)
+    present[v.reshape(-1)] = True
+    present[0] = True
+    remap = torch.cumsum(present, 0) - 1
+    return present.nonzero().view(-1), remap[v]
+
+
+def _tile_terms(tab, nt, Kt, wp, wak, M, a_bits, dev):
+    """Summed mean error, variance (B, M) and clipping count of G row tiles of one length:
+    ``nt`` (G, P, B) nonzero inputs, ``Kt`` (G, M * a_bits) stored ones. Count class 0 (a
+    plane with no nonzero input in the tile: no cycle runs) carries no error."""
+    G, P, B = nt.shape
+    R = tab["R"]
+    nu, ninv = _classes(nt, R)                                     # input count classes
+    ku, kinv = _classes(Kt, R)                                     # stored-ones classes
+    U, V = nu.numel(), ku.numel()
+    nuc, kuc = nu.cpu(), ku.cpu()
+    _hypergeom_moments(tab, nuc[1:], kuc)
+    f1 = tab["f1"][nuc][:, kuc].to(dev)
+    f2 = tab["f2"][nuc][:, kuc].to(dev)
+    fc = tab["clip"][nuc][:, kuc].to(dev)
+    f1[0], f2[0], fc[0] = 0.0, 0.0, 0.0                            # n = 0: nothing runs
+    # plane weights of each (tile, vector), summed by the plane's count class
+    idx = ninv.permute(0, 2, 1)                                    # (G, B, P)
+    W1 = torch.zeros(G, B, U, device=dev).scatter_add_(2, idx, wp.view(1, 1, P).expand(G, B, P))
+    W2 = torch.zeros(G, B, U, device=dev).scatter_add_(
+        2, idx, (wp * wp).view(1, 1, P).expand(G, B, P))
+    W0 = torch.zeros(G, U, device=dev).scatter_add_(
+        1, ninv.reshape(G, P * B), torch.ones((), device=dev).expand(G, P * B))
+    # column classes -> outputs: S[g, v, m] = sum_k wa_k [K_gmk in class v]
+    kidx = kinv.view(G, M, a_bits).permute(0, 2, 1)                # (G, a_bits, M)
+    S1 = torch.zeros(G, V, M, device=dev).scatter_add_(1, kidx, wak.view(1, -1, 1).expand(G, a_bits, M))
+    S2 = torch.zeros(G, V, M, device=dev).scatter_add_(
+        1, kidx, (wak * wak).view(1, -1, 1).expand(G, a_bits, M))
+    kc = torch.zeros(G, V, device=dev).scatter_add_(
+        1, kinv.view(G, -1), torch.ones((), device=dev).expand(G, M * a_bits))
+    d2 = f2 - f1 * f1
+    with no_tf32():
+        if B * U * V + B * V * M <= U * V * M + B * U * M:          # fewer MACs
+            b1 = torch.bmm(W1 @ f1, S1)
+            b2 = torch.bmm(W2 @ d2, S2)
+        else:
+            b1 = torch.bmm(W1, f1 @ S1)
+            b2 = torch.bmm(W2, d2 @ S2)
+    clipped = float(((W0 @ fc) * kc).sum())
+    return b1.sum(0), b2.sum(0), clipped

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import sys
 from typing import NamedTuple
 
 import torch
@@ -233,7 +234,8 @@ def input_planes(X, kind, x_bits, levels, x_scale, phase, rows, group=1,
         else:                                                      # digits <= 127: same bytes
             digits = digits.view(torch.int8) if digits.dtype == torch.uint8 else digits.to(torch.int8)
         w = float(L) ** t.to(torch.float64)
-    return _finish(digits, w, spans, bipolar=kind == "signed" and one)
+    return _finish(digits, w, spans, bipolar=kind == "signed" and one,
+                   binary=L == 2 and kind == "unsigned")
 
 
 def exact_mm(a, b):
@@ -257,12 +259,16 @@ def _tile_indicator(N, spans, device, dtype):
     return ind
 
 
-def _finish(digits, w, spans, bipolar):
+def _finish(digits, w, spans, bipolar, binary=False):
     """Drop planes no vector uses; per row tile, the (plane, vector) cycles that run. The
-    nonzero digits per (plane, vector, row tile) come from one matmul with a tile indicator."""
+    nonzero digits per (plane, vector, row tile) come from one matmul with a tile indicator
+    (``binary``: the int8 digits are 0/1 already, their own nonzero indicator)."""
     P, B, N = digits.shape
     small = digits.dtype == torch.int8
-    nz = (digits != 0).view(torch.int8) if small else (digits != 0).to(torch.float32)
+    if binary and small:
+        nz = digits
+    else:
+        nz = (digits != 0).view(torch.int8) if small else (digits != 0).to(torch.float32)
     ind = _tile_indicator(N, spans, digits.device, nz.dtype)
     cnt = exact_mm(nz.reshape(P * B, N), ind).view(P, B, len(spans))
     act = cnt > 0
@@ -273,14 +279,61 @@ def _finish(digits, w, spans, bipolar):
     return InputPlanes(digits, w, active, int(cnt.sum()), bipolar, None, cnt.permute(2, 0, 1))
 
 
+def _radix4_counts(X, x_scale, phase, spans):
+    """Radix-4 inputs (binary digits, two-cycle signs) of imckit's own quantizer, counted only:
+    the :class:`InputPlanes` of :func:`_radix4_planes` with ``counts`` and without ``codes``
+    (what the fast mode needs), from ONE histogram per (row tile, vector) of the float32 top
+    byte. On the grid ``+-base * 4^(e-7)`` (power-of-two base) that byte is
+    ``sign << 7 | biased_exponent >> 1``, and ``e = 1..7`` are seven consecutive byte values
+    per sign; zero is byte 0 (or 128). No check that X is on the grid (trusted operands only).
+    None where the trick does not apply (non-power-of-two base, exponents outside float32's
+    normal range, big-endian machines): the caller takes the general path.
+    """
+    base = x_scale * phase_factor(phase)
+    mant, lb = math.frexp(base)                       # base = 2^(lb - 1)
+    if mant != 0.5 or sys.byteorder != "little" or X.dtype not in (torch.float32, torch.float64):
+        return None
+    c0 = (127 + (lb - 1) - 12) >> 1                   # top 7 bits of e = 1's biased exponent
+    if (127 + lb - 1 - 12) < 1 or 127 + lb - 1 > 254:
+        return None
+    B, N = X.shape
+    T = len(spans)
+    x = X.to(torch.float32).contiguous()              # grid values are exact in float32
+    top = x.view(torch.uint8).view(B, N, 4)[..., 3]   # little-endian: byte 3 is the top one
+    hist = torch.zeros(T, B, 256, dtype=torch.int32, device=X.device)
+    one = torch.ones((), dtype=torch.int32, device=X.device)
+    r = spans[0][1] - spans[0][0]
+    nf = sum(1 for s, e in spans if e - s == r)          # full tiles come first
+    if nf > 1:                                           # one scatter for all full tiles
+        head = top[:, :nf * r].to(torch.int64).view(B, nf, r).permute(1, 0, 2)
+        hist[:nf].scatter_add_(2, head, one.expand(nf, B, r))
+    for t, (s, e) in enumerate(spans):
+        if nf <= 1 or t >= nf:
+            hist[t].scatter_add_(1, top[:, s:e].to(torch.int64), one.expand(B, e - s))
+    bins = torch.tensor([c0 + j for j in range(7)] + [128 + c0 + j for j in range(7)],
+                        device=X.device)
+    cnt = hist[:, :, bins].permute(0, 2, 1).to(torch.int64)    # (T, 14, B): plane e0 + 7 neg
+    w = base * torch.pow(4.0, torch.arange(14, device=X.device, dtype=torch.float64) % 7 - 6)
+    w = torch.where(torch.arange(14, device=X.device) >= 7, -w, w)
+    act = cnt > 0
+    used = act.any(2).any(0)
+    if not bool(used.all()):
+        w, cnt, act = w[used], cnt[:, used], act[:, used]
+    return InputPlanes(None, w, list(act), int(cnt.sum()), False, None, cnt)
+
+
 def _radix4_planes(X, levels, x_scale, phase, spans, sign_mode, counts=False):
     """Radix-4 inputs: exponents e = 1..7 in groups of ``g = radix4_group(levels)`` per cycle
     (digit ``4^((e-1) % g)``, plane weight ``base * 4^(e0-7)`` of the group's lowest exponent);
     signs in separate planes (``two-cycle``) or as signed digits (``one-cycle``). ``counts``:
     also count the nonzero inputs per (row tile, plane, vector), for the fast mode."""
+    g = radix4_group(levels)
+    if counts and g == 1 and sign_mode != "one-cycle" and _TRUSTED.get():
+        hit = _radix4_counts(X, x_scale, phase, spans)
+        if hit is not None:
+            return hit
     e0, neg = _radix4_exponents(X, x_scale, phase)             # e - 1 (int8), -1 for zero
     nz = e0 >= 0
-    g = radix4_group(levels)
     G = -(-7 // g)                                             # groups per sign
     one = sign_mode == "one-cycle"
     if g == 1:
