@@ -110,6 +110,27 @@ def test_radix4_counts_equal_the_plane_split():
         assert all(torch.equal(a, b) for a, b in zip(got.active, ref.active))
 
 
+def test_hypergeometric_weights_equal_scipy():
+    # the table's expectations over c ~ Hypergeometric(R, K, n) against scipy's pmf
+    from scipy.stats import hypergeom
+    from imckit.imc import fast as F
+    R = 300
+    tab = F._error_table(("test-hypergeom", R), R, rows=R, sigma=0.7, cap_mismatch=0.01,
+                         step=1.5, top=60.0, round_counts=True, linear=False)
+    n = torch.tensor([1, 7, 40, 150, 299, 300])
+    K = torch.tensor([0, 1, 13, 120, 250, 300])
+    F._hypergeom_moments(tab, n, K)
+    c = torch.arange(R + 1)
+    for ni in n.tolist():
+        for ki in K.tolist():
+            pmf = torch.from_numpy(hypergeom(R, ki, ni).pmf(c.numpy()))
+            for name, fn in (("f1", "mu"), ("f2", "m2"), ("clip", "over")):
+                want = float((pmf * tab[fn]).sum())
+                assert float(tab[name][ni, ki]) == pytest.approx(want, rel=1e-5, abs=1e-7), \
+                    (name, ni, ki)
+    assert bool(tab["clip"][300, 300] == 1.0)               # c = 300 > top: always clipped
+
+
 def test_error_terms_add_over_row_tiles():
     # the batched tiles (one lookup, bmm over tiles, chunks) give each tile's own terms:
     # the sum of the terms of each tile run alone

@@ -612,3 +612,83 @@ def test_fast_fidelity_records_the_same_work_as_bit_true():
     assert rms(outs["fast"] - ref) < 0.3 * rms(ref)      # two noisy draws of the same product
     with pytest.raises(ValueError, match="fidelity='exact'"):
         inn.LayerConfig(fidelity="exact")
+
+
+# --- the fast mode's conv rows (imckit.nn.rows): counted on the image, no im2col -----------
+
+_GEOMETRIES = [dict(k=3, stride=1, pad=1, dil=1), dict(k=3, stride=2, pad=1, dil=1),
+               dict(k=1, stride=1, pad=0, dil=1), dict(k=3, stride=1, pad=2, dil=2),
+               dict(k=1, stride=2, pad=0, dil=1), dict(k=2, stride=3, pad=1, dil=1)]
+
+
+@pytest.mark.parametrize("geo", _GEOMETRIES)
+def test_conv_rows_count_what_the_im2col_rows_hold(geo):
+    from imckit.imc.planes import input_planes, trusted_operands
+    from imckit.nn.rows import ConvRows
+    g = torch.Generator().manual_seed(1)
+    k, s, p, d = geo["k"], geo["stride"], geo["pad"], geo["dil"]
+    lv = torch.randint(0, 16, (3, 5, 9, 9), generator=g).to(torch.int8)
+    lv[lv < 6] = 0                                          # sparse, as after ReLU
+    e = torch.randint(0, 7, (3, 5, 9, 9), generator=g).float()
+    sgn = torch.where(torch.rand(3, 5, 9, 9, generator=g) < 0.5, -1.0, 1.0)
+    r4 = torch.where(torch.rand(3, 5, 9, 9, generator=g) < 0.4, 0.0, sgn * 4.0 ** -e * 64)
+    for img, kind, xs in ((lv, "unsigned", 1.0), (r4, "radix4", 64.0)):
+        rows = ConvRows(img, (k, k), (d, d), (p, p), (s, s))
+        X = rows.materialize()
+        assert X.shape == rows.shape
+        with trusted_operands():
+            got = rows.planes(kind, 4, 2, xs, 0, 1152, k * k, "two-cycle")
+        ref = input_planes(X, kind, 4, 2, xs, 0, 1152, k * k, "two-cycle", True)
+        assert torch.equal(got.counts, ref.counts.to(torch.int64)), kind
+        assert torch.equal(got.weights, ref.weights) and got.drives == ref.drives
+        A = torch.randint(-8, 8, (X.shape[1], 7), generator=g).float()
+        assert torch.allclose(rows.product(A, torch.float64), X.double() @ A.double())
+
+
+def test_conv_rows_fall_back_where_they_do_not_count():
+    from imckit.nn.rows import ConvRows
+    img = torch.zeros(2, 200, 4, 4)
+    rows = ConvRows(img, (3, 3), (1, 1), (1, 1), (1, 1))        # 1800 rows: two row tiles
+    assert rows.planes("unsigned", 4, 2, 1.0, 0, 1152, 9, "two-cycle") is None
+    small = ConvRows(torch.zeros(2, 3, 4, 4), (3, 3), (1, 1), (1, 1), (1, 1))
+    assert small.planes("radix4", 4, 2, 1.0, 0, 1152, 9, "one-cycle") is None
+    assert small.planes("radix4", 4, 2, 3.0, 0, 1152, 9, "two-cycle") is None   # not 2^k
+
+
+@pytest.mark.parametrize("geo", _GEOMETRIES[:5])
+@pytest.mark.parametrize("preset", ["jia22_16nm", "measured"])
+def test_fast_conv_on_the_image_equals_fast_conv_on_rows(geo, preset, monkeypatch):
+    # the same counts and the same draws: equal where the linear part is exact in float32
+    # (integer levels x integer weights), float32 rounding where mismatch is folded in
+    from imckit.nn import rows as R
+    k, s, p, d = geo["k"], geo["stride"], geo["pad"], geo["dil"]
+    cfg = getattr(imc.IMCConfig, preset)()
+
+    def run(lazy):
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(8, 16, k, stride=s, padding=p, dilation=d), nn.ReLU(),
+                          nn.Flatten())
+        m = inn.convert(m, adaptability="full", recipe="strict", fidelity="fast", imc=cfg)
+        used = []
+        real = R.ConvRows.planes
+        monkeypatch.setattr(R.ConvRows, "planes",
+                            lambda self, *a: used.append(1) or (real(self, *a) if lazy else None))
+        x = torch.rand(4, 3, 12, 12, generator=torch.Generator().manual_seed(3))
+        for _ in range(3):
+            m.zero_grad()
+            out = m(x)
+            out.square().sum().backward()
+            inn.after_step(m)
+        monkeypatch.setattr(R.ConvRows, "planes", real)
+        return out.detach(), [q.grad.clone() for q in m.parameters()], len(used)
+
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                    # the fast mode's range warnings
+        (a, ga, na), (b, gb, nb) = run(True), run(False)
+    assert na > 0 and nb > 0
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max()))
+    for x, y in zip(ga, gb):
+        assert torch.allclose(x, y, rtol=1e-4, atol=1e-5 * float(y.abs().max()))
+

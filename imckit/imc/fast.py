@@ -51,7 +51,7 @@ from .._device import no_tf32
 from ..mapping.arrays import row_tiles
 from .array import CHIP_CACHE_IDLE_S, _chip_caps, _prepare, calibrate_adc_range, call_work, column_counts, mvm
 from .config import IMCConfig
-from .planes import as_tensor, check_ints
+from .planes import _TRUSTED, as_tensor, check_ints, stored_planes
 
 CLIP_WARN = 1e-3
 """Modelled fraction of conversions whose count is above the ADC range beyond which
@@ -138,29 +138,38 @@ def _hypergeom_moments(table: dict, n: torch.Tensor, K: torch.Tensor) -> None:
     need = ~table["filled"][nn, kk]
     if not bool(need.any()):
         return
-    n_, k_ = nn[need].double(), kk[need].double()
+    nsel, ksel = nn[need], kk[need]
+    n_, k_ = nsel.double(), ksel.double()
     mean = n_ * k_ / R
     sd = torch.sqrt(mean * (1 - k_ / R) * (R - n_) / max(R - 1, 1))
     c_lo = torch.clamp(torch.floor(mean - 12 * sd) - 1, min=0)
-    c_lo = torch.maximum(c_lo, torch.clamp(n_ + k_ - R, min=0))
-    width = int(torch.clamp(torch.ceil(24 * sd) + 4, max=R + 1).max())
-    cc = c_lo[:, None] + torch.arange(width, dtype=torch.float64)
-    c_hi = torch.minimum(n_, k_)[:, None]
-    ok = (cc <= c_hi) & (cc >= 0)
-    ccs = torch.where(ok, cc, 0.0)
-    lf = table["logfact"]                       # lf[i] = log(i!), i = 0..R
-    f = lambda x: lf[x.clamp(min=0).long()]     # noqa: E731  (masked where not ``ok``)
-    kc, nc = k_[:, None], n_[:, None]
-    logp = (f(kc) - f(ccs) - f(kc - ccs) + f(R - kc) - f(nc - ccs) - f(R - kc - nc + ccs)
-            - (lf[R] - f(n_) - f(R - n_))[:, None])
-    p = torch.where(ok, torch.exp(torch.where(ok, logp, -1e9)), 0.0)
-    p = p / p.sum(1, keepdim=True)
-    idx = ccs.long()
+    c_lo = torch.maximum(c_lo, torch.clamp(n_ + k_ - R, min=0)).long()
+    c_hi = torch.minimum(nsel, ksel).long()
+    # +-12 sd around the mean, within the support; pairs of similar width run together
+    width = torch.minimum(torch.ceil(24 * sd).long() + 4, c_hi - c_lo + 1).clamp_(min=1)
+    bucket = torch.ceil(torch.log2(width.double())).long()
+    lf = table["logfact"]                                   # lf[i] = log(i!), i = 0..R
     mu, m2, clip = table["mu"], table["m2"], table["over"]
-    f1[nn[need], kk[need]] = (p * mu[idx]).sum(1).float()
-    f2[nn[need], kk[need]] = (p * m2[idx]).sum(1).float()
-    fc[nn[need], kk[need]] = (p * clip[idx]).sum(1).float()
-    table["filled"][nn[need], kk[need]] = True
+    out = torch.empty(3, nsel.numel(), dtype=torch.float64)
+    for b in torch.unique(bucket).tolist():
+        sel = (bucket == b).nonzero().view(-1)
+        W = int(width[sel].max())
+        nb, kb, lo, hi = nsel[sel, None], ksel[sel, None], c_lo[sel, None], c_hi[sel, None]
+        cc = lo + torch.arange(W)
+        ok = cc <= hi
+        cc = torch.where(ok, cc, lo)                        # masked below
+        f = lambda x: lf[x.clamp_(min=0)]                  # noqa: E731
+        logp = (f(kb.clone()) - f(cc.clone()) - f(kb - cc) + f(R - kb) - f(nb - cc)
+                - f(R - kb - nb + cc) - (lf[R] - f(nb.clone()) - f(R - nb)))
+        p = torch.where(ok, torch.exp(logp), 0.0)
+        p = p / p.sum(1, keepdim=True)
+        out[0, sel] = (p * mu[cc]).sum(1)
+        out[1, sel] = (p * m2[cc]).sum(1)
+        out[2, sel] = (p * clip[cc]).sum(1)
+    f1[nsel, ksel] = out[0].float()
+    f2[nsel, ksel] = out[1].float()
+    fc[nsel, ksel] = out[2].float()
+    table["filled"][nsel, ksel] = True
 
 
 def _error_table(key: tuple, R: int, **physics) -> dict:
@@ -266,6 +275,20 @@ def _w_cache_put(key, w) -> None:
         _W_CACHE[key] = (w, now)
 
 
+def _is_lazy(X) -> bool:
+    """A lazy rows operand (``imckit.nn.rows.ConvRows``): ``shape``, ``dtype``, ``device``,
+    ``planes(...)`` (counted inputs or None), ``product(A, dtype)`` and ``materialize()``."""
+    return not isinstance(X, torch.Tensor) and hasattr(X, "materialize")
+
+
+def _product(X, A, dtype) -> torch.Tensor:
+    """``X @ A`` in ``dtype`` (TF32 off); a lazy operand computes it its own way."""
+    if _is_lazy(X):
+        return X.product(A, dtype)
+    with no_tf32():
+        return X.to(dtype) @ A.to(dtype)
+
+
 def _supported(planes, L) -> bool:
     """Binary digits through a unipolar ADC: the count model's case."""
     if planes.bipolar or L != 2:
@@ -298,17 +321,29 @@ def mvm_fast(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4,
     kw = dict(a_bits=a_bits, a_signed=a_signed, x_kind=x_kind, x_bits=x_bits, x_scale=x_scale,
               phase=phase, row_group=row_group)
     A = as_tensor("A", A)
-    # bit-true's validation and input planes (the Work counts); the stored planes are made
-    # here one at a time, so _prepare gets A without columns
-    _, X, _, wa, planes, L = _prepare(A[:, :0], X, cfg, a_bits, a_signed, x_kind, x_bits,
-                                      x_scale, phase, adc_range, generator, row_group,
-                                      counts=True)
+    planes = None
+    if _is_lazy(X):                      # imckit's conv rows: counted on the image if it can
+        if _TRUSTED.get() and adc_range is not None and isinstance(cfg, IMCConfig):
+            planes = X.planes(x_kind, x_bits, cfg.input_levels, x_scale, phase, cfg.rows,
+                              row_group, cfg.sign_mode)
+        if planes is None:
+            X = X.materialize()
+    if planes is not None:
+        _, wa = stored_planes(A[:, :0], a_bits, a_signed)
+        L = cfg.input_levels if x_kind in ("multilevel", "radix4") else 2
+    else:
+        # bit-true's validation and input planes (the Work counts); the stored planes are
+        # made here one at a time, so _prepare gets A without columns
+        _, X, _, wa, planes, L = _prepare(A[:, :0], X, cfg, a_bits, a_signed, x_kind, x_bits,
+                                          x_scale, phase, adc_range, generator, row_group,
+                                          counts=True)
     lo, hi = (-(2 ** (a_bits - 1)), 2 ** (a_bits - 1) - 1) if a_signed else (0, 2**a_bits - 1)
     check_ints("A", A, lo, hi, f"a_bits={a_bits}, a_signed={a_signed}")
     if X.shape[1] and planes.n_planes and not _supported(planes, L):
         warnings.warn(f"mvm_fast models binary input planes through a unipolar ADC; x_kind="
                       f"{x_kind!r} with input_levels={cfg.input_levels}, sign_mode="
                       f"{cfg.sign_mode!r} runs bit-true (imc.mvm)", stacklevel=2)
+        X = X.materialize() if _is_lazy(X) else X
         return mvm(A, X, cfg, report=report, adc_range=adc_range, generator=generator,
                    count_write=count_write, **kw)
     (B, N), M, dev, R = X.shape, A.shape[1], X.device, cfg.rows
@@ -353,13 +388,11 @@ def mvm_fast(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4,
                       "model's clipping error is not validated there, use fidelity='bit-true' "
                       "or a larger range", stacklevel=2)
     if err is None and not linear:                                 # every conversion exact
-        with no_tf32():
-            y = (X.to(torch.float64) @ A.to(torch.float64)).to(out_dtype)
+        y = _product(X, A, torch.float64).to(out_dtype)
         return (y, work) if report else y
     ct_dtype = torch.float64 if out_dtype == torch.float64 else torch.float32
     Alin = _effective(u, cfg, a_bits, a_signed, row_group) if linear else A
-    with no_tf32():
-        y = X.to(ct_dtype) @ Alin.to(ct_dtype)
+    y = _product(X, Alin, ct_dtype)
     if err is not None:
         if generator is None:
             generator = torch.Generator(device=dev).manual_seed(cfg.seed + 0xFA57)

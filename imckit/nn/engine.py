@@ -224,7 +224,7 @@ class TrainingMVMs(torch.autograd.Function):
         elif pl["forward"] == "imc":
             kw = dict(a_bits=layer.cfg.w_bits, a_signed=True, x_bits=layer.cfg.a_bits,
                       x_kind=layer._x_kind(signed), row_group=layer.kernel_area)
-            xr = layer._rows(compact_levels(xl, layer.cfg.a_bits, signed))
+            xr = layer._mvm_rows(compact_levels(xl, layer.cfg.a_bits, signed))
             y = layer._mvm("forward", wl.reshape(w2.shape).t(), xr, kw) * (xs * ws)
         else:
             x2 = layer._rows(x)

@@ -19,6 +19,7 @@ from torch import nn
 from .. import formats
 from ..imc.planes import trusted_operands
 from ..mapping import CountRules, MVMMap
+from .rows import ConvRows, is_rows
 from ..work import Work
 from .config import LayerConfig, make_config
 from .engine import (MVM_INDEX, QUANTIZED, TrainingMVMs, cast, digital_product,
@@ -256,6 +257,11 @@ class IMCModule(nn.Module):
     def _exact_out(self, name: str, out: torch.Tensor) -> torch.Tensor:
         return out
 
+    def _mvm_rows(self, x: torch.Tensor):
+        """The forward MVM's input rows for :meth:`_mvm` (a conv in the fast mode keeps them
+        as the image: :class:`imckit.nn.rows.ConvRows`)."""
+        return self._rows(x)
+
     def _as_grad(self, d: torch.Tensor) -> torch.Tensor:
         """Output-gradient rows in the layout the layer's kernels take."""
         return d
@@ -266,6 +272,10 @@ class IMCModule(nn.Module):
         from .. import imc
 
         cfg = self._imc_cfg(name)
+        i = MVM_INDEX[name]
+        if is_rows(X) and (self.cfg.record_errors or float(self.adc_range[i]) <= 0
+                           or (self._due[name] and self.training)):
+            X = X.materialize()                # calibration and error records read the rows
         with trusted_operands():               # levels from our own quantizers: no re-check
             r = self._adc_range(name, A, X, kw, cfg)
             run = imc.mvm_fast if self.cfg.fidelity == "fast" else imc.mvm
@@ -496,6 +506,11 @@ class IMCConv2d(IMCModule):
     def _rows(self, x: torch.Tensor) -> torch.Tensor:
         return im2col(x, self.kernel_size, self.dilation, self.padding, self.stride)
 
+    def _mvm_rows(self, x: torch.Tensor):
+        if self.cfg.fidelity == "fast":
+            return ConvRows(x, self.kernel_size, self.dilation, self.padding, self.stride)
+        return self._rows(x)
+
     def _positions_of(self, x: torch.Tensor) -> int:
         return x.shape[0] * self._out_hw[0] * self._out_hw[1]
 
@@ -537,7 +552,10 @@ class IMCConv2d(IMCModule):
         z[:, :, ::sh, ::sw] = g
         z = F.pad(z, (dw * (kw - 1) - pw, W - (Wo - 1) * sw - 1 + pw,
                       dh * (kh - 1) - ph, H - (Ho - 1) * sh - 1 + ph))
-        X = im2col(z, (kh, kw), (dh, dw), (0, 0), (1, 1))            # (B*H*W, C_out*k*k)
+        if self.cfg.fidelity == "fast":                              # rows kept as z
+            X = ConvRows(z, (kh, kw), (dh, dw), (0, 0), (1, 1))
+        else:
+            X = im2col(z, (kh, kw), (dh, dw), (0, 0), (1, 1))        # (B*H*W, C_out*k*k)
         A = wl.flip(2, 3).permute(0, 2, 3, 1).reshape(-1, self.in_channels)
 
         def unrows(gx):
