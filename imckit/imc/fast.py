@@ -71,6 +71,11 @@ MISMATCH_WARN = 0.05
 """Capacitor mismatch above which :func:`mvm_fast` warns: validated at 0.2 % and 1 %; at 30 %
 the forward MVM's error is underestimated by about a third (``imckit.fast_validation``)."""
 
+FULL_TABLE_ROWS = 288
+"""Row tiles up to this many rows get their whole (n, K) error table when first used (about
+50 ms at 288 rows), so small layers never check for missing entries; longer tiles fill the
+pairs they meet (the first steps of a run)."""
+
 _F_CACHE: "collections.OrderedDict[tuple, dict]" = collections.OrderedDict()
 _F_CACHE_KEYS = 32
 _W_CACHE: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
@@ -133,6 +138,8 @@ def _hypergeom_moments(table: dict, n: torch.Tensor, K: torch.Tensor) -> None:
     """Fill ``table`` (per tile of ``R`` rows) at the missing (n, K) pairs: the count's
     expectation of the conversion error, mean and mean square, and the probability of clipping,
     for ``c ~ Hypergeometric(R, K, n)`` (n driven rows on a column of K stored ones)."""
+    if table.get("complete"):
+        return
     R, f1, f2, fc = table["R"], table["f1"], table["f2"], table["clip"]
     nn, kk = torch.meshgrid(n, K, indexing="ij")
     need = ~table["filled"][nn, kk]
@@ -188,6 +195,10 @@ def _error_table(key: tuple, R: int, **physics) -> dict:
          "f1": torch.zeros(R + 1, R + 1), "f2": torch.zeros(R + 1, R + 1),
          "clip": torch.zeros(R + 1, R + 1),
          "filled": torch.zeros(R + 1, R + 1, dtype=torch.bool)}
+    if R <= FULL_TABLE_ROWS and not t["exact"]:       # small tiles: every (n, K) at once
+        every = torch.arange(R + 1)
+        _hypergeom_moments(t, every, every)
+        t["complete"] = True
     _F_CACHE[key] = t
     while len(_F_CACHE) > _F_CACHE_KEYS:
         _F_CACHE.popitem(last=False)
