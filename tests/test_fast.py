@@ -132,6 +132,38 @@ def test_hypergeometric_weights_equal_scipy(R):
     assert bool(tab["clip"][R, R] == 1.0)                   # c = R > top: always clipped
 
 
+@pytest.mark.parametrize("x_scale", [2.0**-114, 2.0**-113, 2.0**-112, 2.0**127, 2.0**114])
+def test_radix4_counts_at_the_edges_of_float32(x_scale):
+    # zeros of both signs are never counted, however small the scale; scales whose grid leaves
+    # float32's normal range (or shares zero's top byte) take the general path
+    from imckit.imc import planes as P
+    base = x_scale
+    X = torch.tensor([[base * 4.0**-6, 0.0, -0.0, base, -base * 4.0**-6, -0.0]],
+                     dtype=torch.float64)
+    ref = P._radix4_planes(X, 2, x_scale, 0, [(0, 6)], "two-cycle", True)
+    with P.trusted_operands():
+        got = P._radix4_planes(X, 2, x_scale, 0, [(0, 6)], "two-cycle", True)
+    assert got.drives == ref.drives == 3
+    assert torch.equal(got.counts, ref.counts) and torch.equal(got.weights, ref.weights)
+
+
+def test_fast_cache_size_is_checked_and_never_evicts_for_what_cannot_fit(monkeypatch):
+    from imckit.imc import fast as F
+    monkeypatch.setenv("IMCKIT_FAST_CACHE_MB", "lots")
+    with pytest.raises(ValueError, match="IMCKIT_FAST_CACHE_MB='lots'"):
+        F._env_mb("IMCKIT_FAST_CACHE_MB", 1024)
+    monkeypatch.setenv("IMCKIT_FAST_CACHE_MB", "0.5")
+    assert F._env_mb("IMCKIT_FAST_CACHE_MB", 1024) == 2**19
+    monkeypatch.setattr(F, "W_CACHE_BYTES", 4096)
+    monkeypatch.setattr(F, "_W_CACHE", type(F._W_CACHE)())
+    monkeypatch.setattr(F, "CHIP_CACHE_IDLE_S", 0.0)        # everything counts as idle
+    F._w_cache_put("small", torch.zeros(512))               # 2 KiB: kept
+    F._w_cache_put("huge", torch.zeros(4096))               # 16 KiB: never fits
+    assert list(F._W_CACHE) == ["small"]
+    F._w_cache_put("other", torch.zeros(768))               # 3 KiB: evicts the idle one
+    assert list(F._W_CACHE) == ["other"]
+
+
 def test_error_terms_add_over_row_tiles():
     # the batched tiles (one lookup, bmm over tiles, chunks) give each tile's own terms:
     # the sum of the terms of each tile run alone

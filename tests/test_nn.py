@@ -692,3 +692,22 @@ def test_fast_conv_on_the_image_equals_fast_conv_on_rows(geo, preset, monkeypatc
     for x, y in zip(ga, gb):
         assert torch.allclose(x, y, rtol=1e-4, atol=1e-5 * float(y.abs().max()))
 
+
+
+def test_step_operands_of_a_fast_conv_are_tensors():
+    # inn.step_operands hands the MVMs' operands to imc.mvm: the fast mode's lazy conv rows
+    # are materialized there (shaped as the bit-true layer's; values differ with the noise)
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
+                      nn.Flatten(), nn.Linear(144, 3))
+    x, y = torch.rand(2, 3, 6, 6), torch.tensor([0, 2])
+    ops = {f: inn.step_operands(inn.convert(m, adaptability="full", recipe="strict",
+                                            fidelity=f), x, y)
+           for f in ("fast", "bit-true")}
+    assert len(ops["fast"]) == len(ops["bit-true"]) == 3
+    for lf, lb in zip(ops["fast"], ops["bit-true"]):
+        for kind, (A, X, kw) in lf["operands"].items():
+            assert isinstance(X, torch.Tensor), (lf["name"], kind)
+            assert X.shape == lb["operands"][kind][1].shape
+            ideal = imc.mvm(A, X, imc.IMCConfig.ideal(), **kw)
+            assert torch.equal(ideal, (X.double() @ A.double()).to(ideal.dtype))

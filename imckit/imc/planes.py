@@ -285,7 +285,7 @@ def _radix4_counts(X, x_scale, phase, spans):
     (what the fast mode needs), from ONE histogram per (row tile, vector) of the float32 top
     byte. On the grid ``+-base * 4^(e-7)`` (power-of-two base) that byte is
     ``sign << 7 | biased_exponent >> 1``, and ``e = 1..7`` are seven consecutive byte values
-    per sign; zero is byte 0 (or 128). No check that X is on the grid (trusted operands only).
+    per sign; zero is byte 0 (or 128, negative zero), below them all. No check that X is on the grid (trusted operands only).
     None where the trick does not apply (non-power-of-two base, exponents outside float32's
     normal range, big-endian machines): the caller takes the general path.
     """
@@ -294,24 +294,27 @@ def _radix4_counts(X, x_scale, phase, spans):
     if mant != 0.5 or sys.byteorder != "little" or X.dtype not in (torch.float32, torch.float64):
         return None
     c0 = (127 + (lb - 1) - 12) >> 1                   # top 7 bits of e = 1's biased exponent
-    if (127 + lb - 1 - 12) < 1 or 127 + lb - 1 > 254:
+    if c0 < 1 or 127 + lb - 1 > 254:                  # c0 = 0 would share zero's byte
         return None
     B, N = X.shape
     T = len(spans)
     x = X.to(torch.float32).contiguous()              # grid values are exact in float32
-    top = x.view(torch.uint8).view(B, N, 4)[..., 3]   # little-endian: byte 3 is the top one
-    hist = torch.zeros(T, B, 256, dtype=torch.int32, device=X.device)
+    top = x.view(torch.uint8).view(B, N, 4)[..., 3].to(torch.int16)   # little-endian: byte 3
+    # 16 bins: 8 * sign + (e for e = 1..7, 0 for zero); (top & 127) - c0 is e - 1 on the grid
+    # and negative for zero (c0 >= 1)
+    code = ((top & 127) - (c0 - 1)).clamp_(0, 7).add_((top >> 7) << 3).to(torch.int64)
+    hist = torch.zeros(T, B, 16, dtype=torch.int32, device=X.device)
     one = torch.ones((), dtype=torch.int32, device=X.device)
     r = spans[0][1] - spans[0][0]
-    nf = sum(1 for s, e in spans if e - s == r)          # full tiles come first
+    nf = sum(1 for s, e in spans if e - s == r)
+    assert all(e - s == r for s, e in spans[:nf]), spans   # row_tiles: full tiles come first
     if nf > 1:                                           # one scatter for all full tiles
-        head = top[:, :nf * r].to(torch.int64).view(B, nf, r).permute(1, 0, 2)
+        head = code[:, :nf * r].view(B, nf, r).permute(1, 0, 2)
         hist[:nf].scatter_add_(2, head, one.expand(nf, B, r))
     for t, (s, e) in enumerate(spans):
         if nf <= 1 or t >= nf:
-            hist[t].scatter_add_(1, top[:, s:e].to(torch.int64), one.expand(B, e - s))
-    bins = torch.tensor([c0 + j for j in range(7)] + [128 + c0 + j for j in range(7)],
-                        device=X.device)
+            hist[t].scatter_add_(1, code[:, s:e], one.expand(B, e - s))
+    bins = torch.tensor([1 + j for j in range(7)] + [9 + j for j in range(7)], device=X.device)
     cnt = hist[:, :, bins].permute(0, 2, 1).to(torch.int64)    # (T, 14, B): plane e0 + 7 neg
     w = base * torch.pow(4.0, torch.arange(14, device=X.device, dtype=torch.float64) % 7 - 6)
     w = torch.where(torch.arange(14, device=X.device) >= 7, -w, w)

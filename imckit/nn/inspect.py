@@ -14,6 +14,7 @@ from torch import nn
 from .. import formats
 from .engine import quantize_input, quantize_weight, radix4
 from .layers import IMCConv2d, IMCModule
+from .rows import is_rows
 
 
 def layer_operands(layer: IMCModule, x: torch.Tensor, gy: torch.Tensor) -> dict:
@@ -33,6 +34,8 @@ def layer_operands(layer: IMCModule, x: torch.Tensor, gy: torch.Tensor) -> dict:
     d0 = radix4(gy, S, cfg.backward_phase, cfg.grad_rounding, g)
     d1 = radix4(gy, S, cfg.weight_grad_phase, cfg.grad_rounding, g)
     A_b, X_b, _ = layer._backward_operands(d0, wl)
+    if is_rows(X_b):                                   # a fast-mode conv keeps the image
+        X_b = X_b.materialize()
     return {
         "forward": (wl.reshape(wl.shape[0], -1).t(), xl,
                     dict(a_bits=cfg.w_bits, a_signed=True, x_bits=cfg.a_bits,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._device import no_tf32
+from .._device import exact_kernels
 from ..imc.planes import InputPlanes, _radix4_counts, radix4_group
 from ..mapping.arrays import tile_rows
 
@@ -62,7 +62,7 @@ class ConvRows:
         (kh, kw), dil, pad, stride = self.geometry
         C = self.image.shape[1]
         k = A.to(dtype).t().reshape(A.shape[1], C, kh, kw)
-        with no_tf32():
+        with exact_kernels():                             # TF32 and cuDNN off (as imc.mvm)
             out = F.conv2d(self.image.to(dtype), k, None, stride, pad, dil)
         return out.permute(0, 2, 3, 1).reshape(-1, A.shape[1])
 
@@ -93,7 +93,7 @@ class ConvRows:
         P = per_pos.shape[1]
         (kh, kw), dil, pad, stride = self.geometry
         ones = torch.ones(P, 1, kh, kw, device=img.device)
-        with no_tf32():                                  # counts <= C*kh*kw: exact in float32
+        with exact_kernels():                            # counts <= C*kh*kw: exact in float32
             box = F.conv2d(per_pos.to(torch.float32), ones, None, stride, pad, dil, groups=P)
         cnt = box.round().to(torch.int64).permute(1, 0, 2, 3).reshape(P, -1)   # (P, V)
         used = cnt.any(1)
