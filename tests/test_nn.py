@@ -711,3 +711,28 @@ def test_step_operands_of_a_fast_conv_are_tensors():
             assert X.shape == lb["operands"][kind][1].shape
             ideal = imc.mvm(A, X, imc.IMCConfig.ideal(), **kw)
             assert torch.equal(ideal, (X.double() @ A.double()).to(ideal.dtype))
+
+
+def test_exact_bilinear_takes_one_float32_call_when_the_data_allow_it():
+    # above the worst-case bound, op(|a|, |b|) < 2^24 decides: one float32 call of op(a, b)
+    # (plus the bound), equal to float64; when the data reach 2^24 the split keeps it exact
+    from imckit.nn.engine import F32_EXACT, exact_bilinear
+    calls = []
+
+    def op(x, y):
+        calls.append(x.dtype)
+        return x @ y
+    g = torch.Generator().manual_seed(0)
+    k = 40000
+    a = torch.randint(-3, 4, (3, k), generator=g).double()      # small here: data bound holds
+    a[0, 0] = 4096                                               # a_max 4096
+    b = torch.randint(0, 16, (k, 5), generator=g).double()
+    assert k * 4096 * 15 >= F32_EXACT
+    assert torch.equal(exact_bilinear(op, a, b, 4096, 15, k), a @ b) and len(calls) == 2
+    calls.clear()
+    a = torch.full((3, k), 4095.0, dtype=torch.float64); a[0, 1] = 4096.0; a[1, ::7] = -4093.0
+    b = torch.full((k, 5), 15.0, dtype=torch.float64); b[1::3] = 13.0    # sums beyond 2^24
+    want = a @ b
+    assert float((a.abs() @ b.abs()).max()) >= F32_EXACT
+    assert not torch.equal((a.float() @ b.float()).double(), want)  # one float32 call is not
+    assert torch.equal(exact_bilinear(op, a, b, 4096, 15, k), want) and len(calls) > 2

@@ -115,10 +115,14 @@ def exact_bilinear(op, a: torch.Tensor, b: torch.Tensor, a_max: float, b_max: fl
     per output, computed EXACTLY through float32 kernels, returned in float64.
 
     Every partial sum of a float32 kernel is exact while it stays below 2^24 in magnitude, so
-    when ``k * a_max * b_max < 2^24`` one float32 call is exact. Otherwise ``a`` is split into
-    signed base-``2^s`` digits with ``k * 2^s * b_max < 2^24`` (split-operand), each digit's
-    product computed in float32 and the digits recombined in float64; if no digit width fits,
-    one float64 call.
+    when ``k * a_max * b_max < 2^24`` one float32 call is exact. Otherwise the bound is taken
+    from the data: ``op(|a|, |b|)`` bounds every partial sum of every output, and a sum of
+    non-negative terms computed in float32 is exact below 2^24 and stays at or above it once
+    there (rounding is monotone), so if its largest output is below 2^24 one float32 call of
+    ``op(a, b)`` is exact (two calls in all; gradients rarely come near the worst case).
+    Otherwise ``a`` is split into signed base-``2^s`` digits with ``k * 2^s * b_max < 2^24``
+    (split-operand), each digit's product computed in float32 and the digits recombined in
+    float64; if no digit width fits, one float64 call.
 
     >>> a = torch.tensor([[4097.0, 1.0]]); b = torch.tensor([[4097.0], [2.0]])
     >>> exact_bilinear(torch.matmul, a, b, 4097, 4097, 2).item(), (a @ b).item()   # odd > 2^24
@@ -131,6 +135,10 @@ def exact_bilinear(op, a: torch.Tensor, b: torch.Tensor, a_max: float, b_max: fl
 def _exact_bilinear(op, a, b, a_max, b_max, k):
     if k * a_max * b_max < F32_EXACT:
         return op(a.float(), b.float()).double()
+    af, bf = a.float(), b.float()
+    bound = op(af.abs(), bf.abs())
+    if bound.numel() == 0 or float(bound.max()) < F32_EXACT:       # this data: exact in one call
+        return op(af, bf).double()
     room = (F32_EXACT - 1) / max(k * b_max, 1)
     s = int(math.floor(math.log2(room))) if room >= 2 else 0
     if s < 1:
