@@ -17,8 +17,51 @@ from ..mapping.arrays import row_tiles
 from .planes import X_KINDS, InputPlanes, as_tensor, exact_mm, input_planes, stored_planes
 
 
+def _env_mb(name: str, default: int) -> int:
+    """A size in MiB from the environment variable ``name``, in bytes; ValueError naming it
+    when it is not a number >= 0."""
+    raw = os.environ.get(name, str(default))
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = -1.0
+    if not mb >= 0:
+        raise ValueError(f"{name}={raw!r} is not allowed: give a size in MiB (a number >= 0)")
+    return int(mb * 2**20)
+
+
+def _cache_get(cache, key):
+    """The value kept under ``key`` (its last use is now), or None."""
+    hit = cache.get(key)
+    if hit is None:
+        return None
+    cache[key] = (hit[0], time.monotonic())
+    cache.move_to_end(key)
+    return hit[0]
+
+
+def _cache_keep(cache, budget: int, key, value, nbytes, idle_s: float) -> None:
+    """Keep ``value`` in ``cache`` (an OrderedDict of ``(value, last use)``) within ``budget``
+    bytes (``nbytes(v)`` each). Training visits its arrays in a cycle, so an LRU would evict
+    every entry just before its reuse: a full cache keeps what it has and drops only entries
+    unused for ``idle_s`` seconds; a value that can never fit evicts nothing."""
+    need = nbytes(value)
+    if need > budget:
+        return
+    total = sum(nbytes(v) for v, _ in cache.values())
+    now = time.monotonic()
+    while total + need > budget and cache:
+        oldest = next(iter(cache))
+        v, last = cache[oldest]
+        if now - last < idle_s:
+            return                                   # full of entries in use: do not cache
+        del cache[oldest]
+        total -= nbytes(v)
+    cache[key] = (value, now)
+
+
 _CHIP_CACHE: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
-CHIP_CACHE_BYTES = int(os.environ.get("IMCKIT_CHIP_CACHE_MB", "2048")) << 20
+CHIP_CACHE_BYTES = _env_mb("IMCKIT_CHIP_CACHE_MB", 2048)
 """Memory the capacitor patterns of recently used chips may keep (env ``IMCKIT_CHIP_CACHE_MB``,
 default 2048): a ResNet-20 step at batch 32 touches ~1.1 GB of them, mostly the weight-gradient
 arrays, and redrawing them costs more than the MVMs. Training visits the chips in a cycle, so a
@@ -27,19 +70,8 @@ drops chips unused for :data:`CHIP_CACHE_IDLE_S`."""
 CHIP_CACHE_IDLE_S = 120.0
 
 
-def _cache_put(key, value) -> None:
-    size = lambda v: v.codes.numel() + v.den.numel() * 4
-    total = sum(size(v) for v, _ in _CHIP_CACHE.values())
-    now = time.monotonic()
-    while total + size(value) > CHIP_CACHE_BYTES and _CHIP_CACHE:
-        oldest = next(iter(_CHIP_CACHE))
-        v, last = _CHIP_CACHE[oldest]
-        if now - last < CHIP_CACHE_IDLE_S:
-            return                                   # full of chips in use: do not cache
-        del _CHIP_CACHE[oldest]
-        total -= size(v)
-    if total + size(value) <= CHIP_CACHE_BYTES:
-        _CHIP_CACHE[key] = (value, now)
+def _chip_bytes(chip) -> int:
+    return chip.codes.numel() + chip.den.numel() * 4
 
 
 MISMATCH_GRID = 6.0 / 127
@@ -75,11 +107,9 @@ def _chip_caps(seed, rows, cols, n_row_tiles, n_col_tiles, sigma, device) -> Chi
     seeded by (seed, t, c): a tile's pattern does not depend on how many tiles a call uses.
     Cached (within :data:`CHIP_CACHE_BYTES`)."""
     key = (seed, rows, cols, n_row_tiles, n_col_tiles, sigma, str(device))
-    hit = _CHIP_CACHE.get(key)
+    hit = _cache_get(_CHIP_CACHE, key)
     if hit is not None:
-        _CHIP_CACHE[key] = (hit[0], time.monotonic())
-        _CHIP_CACHE.move_to_end(key)
-        return hit[0]
+        return hit
     codes = torch.empty(n_row_tiles * rows, n_col_tiles * cols, dtype=torch.int8)
     lo = -127 if sigma <= 0 else max(-127, math.ceil(-(1 - CAP_MIN) / sigma / MISMATCH_GRID))
     for t in range(n_row_tiles):
@@ -92,7 +122,7 @@ def _chip_caps(seed, rows, cols, n_row_tiles, n_col_tiles, sigma, device) -> Chi
     sums = codes.view(n_row_tiles, rows, -1).sum(1, dtype=torch.int64)      # exact
     den = (rows + scale * sums.to(torch.float64)).to(torch.float32)
     out = Chip(codes.to(device), scale, den.to(device))
-    _cache_put(key, out)
+    _cache_keep(_CHIP_CACHE, CHIP_CACHE_BYTES, key, out, _chip_bytes, CHIP_CACHE_IDLE_S)
     return out
 
 

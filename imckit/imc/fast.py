@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import collections
 import math
-import os
-import time
 import warnings
 
 import numpy as np
@@ -49,7 +47,8 @@ import torch
 
 from .._device import no_tf32
 from ..mapping.arrays import row_tiles
-from .array import CHIP_CACHE_IDLE_S, _chip_caps, _prepare, calibrate_adc_range, call_work, column_counts, mvm
+from .array import (CHIP_CACHE_IDLE_S, _cache_get, _cache_keep, _chip_caps, _env_mb, _prepare,
+                    calibrate_adc_range, call_work, column_counts, mvm)
 from .config import IMCConfig
 from .planes import _TRUSTED, as_tensor, check_ints, stored_planes
 
@@ -79,18 +78,6 @@ fill the pairs they meet (the first steps of a run)."""
 _F_CACHE: "collections.OrderedDict[tuple, dict]" = collections.OrderedDict()
 _F_CACHE_KEYS = 32
 _W_CACHE: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
-def _env_mb(name: str, default: int) -> int:
-    """A size in MiB from the environment (bytes); ValueError naming it when not a number."""
-    raw = os.environ.get(name, str(default))
-    try:
-        mb = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not allowed: give a size in MiB (a number >= 0)")
-    if not mb >= 0:
-        raise ValueError(f"{name}={raw!r} is not allowed: give a size in MiB (a number >= 0)")
-    return int(mb * 2**20)
-
-
 W_CACHE_BYTES = _env_mb("IMCKIT_FAST_CACHE_MB", 1024)
 """Memory the fast mode's per-cell chip weights (:func:`effective_weights`) of recently used
 arrays may keep (env ``IMCKIT_FAST_CACHE_MB``, default 1024): a ResNet-20 step at batch 32
@@ -181,9 +168,9 @@ def _hypergeom_moments(table: dict, n: torch.Tensor, K: torch.Tensor) -> None:
         cc = lo + torch.arange(W)
         ok = cc <= hi
         cc = torch.where(ok, cc, lo)                        # masked below
-        f = lambda x: lf[x.clamp_(min=0)]                  # noqa: E731
-        logp = (f(kb.clone()) - f(cc.clone()) - f(kb - cc) + f(R - kb) - f(nb - cc)
-                - f(R - kb - nb + cc) - (lf[R] - f(nb.clone()) - f(R - nb)))
+        f = lambda x: lf[x.clamp(min=0)]                   # noqa: E731
+        logp = (f(kb) - f(cc) - f(kb - cc) + f(R - kb) - f(nb - cc) - f(R - kb - nb + cc)
+                - (lf[R] - f(nb) - f(R - nb)))
         p = torch.where(ok, torch.exp(logp), 0.0)
         p = p / p.sum(1, keepdim=True)
         out[0, sel] = (p * mu[cc]).sum(1)
@@ -266,11 +253,9 @@ def _chip_weights(cfg, N, M, a_bits, a_signed, row_group, dev) -> torch.Tensor:
     ct = -(-Mb // cfg.columns)
     key = (cfg.seed, R, cfg.columns, len(spans), ct, cfg.cap_mismatch, str(dev), N, row_group,
            M, a_bits, a_signed)
-    hit = _W_CACHE.get(key)
+    hit = _cache_get(_W_CACHE, key)
     if hit is not None:
-        _W_CACHE[key] = (hit[0], time.monotonic())
-        _W_CACHE.move_to_end(key)
-        return hit[0]
+        return hit
     wa = 2.0 ** torch.arange(a_bits, dtype=torch.float64)
     if a_signed:
         wa[-1] = -wa[-1]
@@ -288,20 +273,8 @@ def _chip_weights(cfg, N, M, a_bits, a_signed, row_group, dev) -> torch.Tensor:
 
 
 def _w_cache_put(key, w) -> None:
-    total = sum(v.numel() * v.element_size() for v, _ in _W_CACHE.values())
-    need = w.numel() * w.element_size()
-    if need > W_CACHE_BYTES:
-        return                                       # never fits: evict nothing for it
-    now = time.monotonic()
-    while total + need > W_CACHE_BYTES and _W_CACHE:
-        oldest = next(iter(_W_CACHE))
-        v, last = _W_CACHE[oldest]
-        if now - last < CHIP_CACHE_IDLE_S:
-            return                                   # full of arrays in use: do not cache
-        del _W_CACHE[oldest]
-        total -= v.numel() * v.element_size()
-    if total + need <= W_CACHE_BYTES:
-        _W_CACHE[key] = (w, now)
+    _cache_keep(_W_CACHE, W_CACHE_BYTES, key, w, lambda v: v.numel() * v.element_size(),
+                CHIP_CACHE_IDLE_S)
 
 
 def _is_lazy(X) -> bool:
@@ -464,20 +437,18 @@ def _error_terms(u, planes, wa, physics, N, M, a_bits, row_group, dev):
 
 def _stored_ones(u, spans, a_bits) -> torch.Tensor:
     """Stored ones per (row tile, physical column) (T, M * a_bits) int64, column m-major:
-    ``K[t, m * a_bits + k]`` = ones of bit k of column m in tile t."""
+    ``K[t, m * a_bits + k]`` = ones of bit k of column m in tile t. The tiles are
+    :func:`~imckit.mapping.arrays.row_tiles`: ``r`` rows each from row 0, the last one shorter."""
     N, M = u.shape
-    full = [t for t, (s, e) in enumerate(spans) if e - s == spans[0][1] - spans[0][0]]
-    out = torch.empty(len(spans), M, a_bits, dtype=torch.int64, device=u.device)
-    r = spans[0][1] - spans[0][0]
-    assert full == list(range(len(full))), spans         # row_tiles: full tiles come first
-    if full:
-        head = u[:len(full) * r].view(len(full), r, M)
-        for k in range(a_bits):
-            out[:len(full), :, k] = _bit(head, k).sum(1, dtype=torch.int32)
-    for t, (s, e) in enumerate(spans[len(full):], start=len(full)):
-        for k in range(a_bits):
-            out[t, :, k] = _bit(u[s:e], k).sum(0, dtype=torch.int32)
-    return out.view(len(spans), M * a_bits)
+    T, r = len(spans), spans[0][1] - spans[0][0]
+    nf = N // r                                          # full tiles
+    out = torch.empty(T, M, a_bits, dtype=torch.int64, device=u.device)
+    for k in range(a_bits):
+        b = _bit(u, k)
+        out[:nf, :, k] = b[:nf * r].view(nf, r, M).sum(1, dtype=torch.int32)
+        if nf < T:
+            out[nf, :, k] = b[nf * r:].sum(0, dtype=torch.int32)
+    return out.view(T, M * a_bits)
 
 
 def _classes(v: torch.Tensor, top: int):

@@ -285,8 +285,8 @@ def _radix4_counts(X, x_scale, phase, spans):
     (what the fast mode needs), from ONE histogram per (row tile, vector) of the float32 top
     byte. On the grid ``+-base * 4^(e-7)`` (power-of-two base) that byte is
     ``sign << 7 | biased_exponent >> 1``, and ``e = 1..7`` are seven consecutive byte values
-    per sign; zero is byte 0 (or 128, negative zero), below them all. No check that X is on the grid (trusted operands only).
-    None where the trick does not apply (non-power-of-two base, exponents outside float32's
+    per sign; zero is byte 0 (or 128, negative zero), below them all. No check that X is on
+    the grid (trusted operands only). None where the trick does not apply (non-power-of-two base, exponents outside float32's
     normal range, big-endian machines): the caller takes the general path.
     """
     base = x_scale * phase_factor(phase)
@@ -305,15 +305,12 @@ def _radix4_counts(X, x_scale, phase, spans):
     code = ((top & 127) - (c0 - 1)).clamp_(0, 7).add_((top >> 7) << 3).to(torch.int64)
     hist = torch.zeros(T, B, 16, dtype=torch.int32, device=X.device)
     one = torch.ones((), dtype=torch.int32, device=X.device)
-    r = spans[0][1] - spans[0][0]
-    nf = sum(1 for s, e in spans if e - s == r)
-    assert all(e - s == r for s, e in spans[:nf]), spans   # row_tiles: full tiles come first
-    if nf > 1:                                           # one scatter for all full tiles
-        head = code[:, :nf * r].view(B, nf, r).permute(1, 0, 2)
-        hist[:nf].scatter_add_(2, head, one.expand(nf, B, r))
-    for t, (s, e) in enumerate(spans):
-        if nf <= 1 or t >= nf:
-            hist[t].scatter_add_(1, code[:, s:e], one.expand(B, e - s))
+    r = spans[0][1] - spans[0][0]                        # row_tiles: r rows each from row 0
+    nf = N // r                                          # full tiles: one scatter for all
+    hist[:nf].scatter_add_(2, code[:, :nf * r].view(B, nf, r).permute(1, 0, 2),
+                           one.expand(nf, B, r))
+    if nf < T:                                           # the last, shorter one
+        hist[nf].scatter_add_(1, code[:, nf * r:], one.expand(B, N - nf * r))
     bins = torch.tensor([1 + j for j in range(7)] + [9 + j for j in range(7)], device=X.device)
     cnt = hist[:, :, bins].permute(0, 2, 1).to(torch.int64)    # (T, 14, B): plane e0 + 7 neg
     w = base * torch.pow(4.0, torch.arange(14, device=X.device, dtype=torch.float64) % 7 - 6)

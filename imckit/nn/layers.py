@@ -214,11 +214,16 @@ class IMCModule(nn.Module):
             if self.mvm_placements[m] == "imc":
                 self._work[m] = self._work[m] + Work(write_bits=bits)
 
+    def _calibrating(self, name: str) -> bool:
+        """Whether this call of MVM ``name`` calibrates its ADC range (due, or none yet)."""
+        return ((self._due[name] and self.training)
+                or float(self.adc_range[MVM_INDEX[name]]) <= 0)
+
     def _adc_range(self, name: str, A, X, kw, cfg) -> float:
         from .. import imc
 
         i = MVM_INDEX[name]
-        if (self._due[name] and self.training) or float(self.adc_range[i]) <= 0:
+        if self._calibrating(name):
             counts = imc.column_counts(A, X, cfg, **kw)
             levels = cfg.input_levels if kw["x_kind"] in ("multilevel", "radix4") else 2
             bipolar = cfg.sign_mode == "one-cycle" and kw["x_kind"] in ("signed", "radix4")
@@ -272,9 +277,7 @@ class IMCModule(nn.Module):
         from .. import imc
 
         cfg = self._imc_cfg(name)
-        i = MVM_INDEX[name]
-        if is_rows(X) and (self.cfg.record_errors or float(self.adc_range[i]) <= 0
-                           or (self._due[name] and self.training)):
+        if is_rows(X) and (self.cfg.record_errors or self._calibrating(name)):
             X = X.materialize()                # calibration and error records read the rows
         with trusted_operands():               # levels from our own quantizers: no re-check
             r = self._adc_range(name, A, X, kw, cfg)
