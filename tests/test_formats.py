@@ -707,3 +707,18 @@ def test_zero_dim_numpy_stays_zero_dim():
     # found by tests/test_fuzz.py: np.ascontiguousarray made a 0-d array 1-d
     y = quantize(np.array(0.3, dtype=np.float32), Int(4), scale=0.7)
     assert isinstance(y, np.ndarray) and y.shape == () and y.dtype == np.float32
+
+
+@pytest.mark.parametrize("fmt", [Int(4), Int(4, signed=False), Int(2), INT8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_int_encode_as_floats_equals_int32_levels_with_positive_zero(fmt, dtype):
+    # the float levels the layers use skip the int32 round trip: the same integers, zero as +0
+    g = torch.Generator().manual_seed(3)
+    x = torch.cat([torch.randn(20000, generator=g, dtype=torch.float64) * 3,
+                   torch.arange(-40, 41, dtype=torch.float64) * 0.05,            # ties
+                   torch.tensor([0.0, -0.0, -1e-30, float("inf"), float("-inf")],
+                                dtype=torch.float64)]).to(dtype)
+    want = fmt.encode(x, scale=1.3).to(dtype)
+    got = fmt.encode(x, scale=1.3, dtype=dtype)
+    assert got.dtype == dtype and torch.equal(got, want)
+    assert not bool(torch.signbit(got[got == 0]).any())

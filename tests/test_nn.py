@@ -736,3 +736,72 @@ def test_exact_bilinear_takes_one_float32_call_when_the_data_allow_it():
     assert float((a.abs() @ b.abs()).max()) >= F32_EXACT
     assert not torch.equal((a.float() @ b.float()).double(), want)  # one float32 call is not
     assert torch.equal(exact_bilinear(op, a, b, 4096, 15, k), want) and len(calls) > 2
+
+
+def test_ste_masks_are_floats_equal_to_the_bool_comparisons():
+    from imckit.nn.engine import _inside, quantize_input, quantize_weight
+    x = torch.tensor([-2.0, -1.0, -0.0, 0.0, 0.5, 1.0, 1.0000001, float("inf"), -float("inf")])
+    for signed in (False, True):
+        _, _, m = quantize_input(x, 1.0, signed, 4)
+        want = (x.abs() <= 1.0) if signed else ((x >= 0) & (x <= 1.0))
+        assert m.dtype == x.dtype and torch.equal(m, want.to(x.dtype))
+    assert _inside(torch.tensor([float("nan")]), -1.0, 1.0).tolist() == [0.0]
+    w = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+    wl, ws, m = quantize_weight(w, inn.LayerConfig())
+    alpha = ws * 7
+    assert torch.equal(m, (w.abs() <= alpha).float()) and 0 < float(m.mean()) < 1
+
+
+@pytest.mark.parametrize("geo", [dict(), dict(stride=2, padding=1), dict(dilation=2, padding=2),
+                                 dict(kernel=1)])
+def test_reduction_bound_bounds_every_weight_gradient_output(geo):
+    # max_o sum|d_o| * x_max bounds conv2d_weight(|x|, |d|) for any stride, padding, dilation
+    from imckit.nn.engine import reduction_bound
+    g = torch.Generator().manual_seed(1)
+    k = geo.pop("kernel", 3)
+    x = torch.randint(0, 16, (4, 5, 9, 9), generator=g).float()
+    wshape = (6, 5, k, k)
+    ho = F.conv2d(x, torch.zeros(wshape), **geo).shape[-1]
+    d = (4.0 ** torch.randint(0, 7, (4, 6, ho, ho), generator=g)) * torch.randint(-1, 2, (4, 6, ho, ho), generator=g)
+    exact = torch.nn.grad.conv2d_weight(x.abs(), wshape, d.abs(), **geo).max()
+    assert reduction_bound(d, 15.0) >= float(exact)
+    assert reduction_bound(d.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2), 15.0) == reduction_bound(d, 15.0)
+    rows = d.permute(0, 2, 3, 1).reshape(-1, 6)                       # linear: d^T x
+    xr = torch.randint(0, 16, (rows.shape[0], 3), generator=g).float()
+    assert reduction_bound(rows, 15.0) >= float((rows.abs().t() @ xr).max())
+
+
+def test_exact_bilinear_skips_the_bound_op_when_the_cheap_bound_holds():
+    from imckit.nn.engine import exact_bilinear, reduction_bound
+    calls = []
+
+    def op(a, b):
+        calls.append(1)
+        return a.t() @ b
+    g = torch.Generator().manual_seed(2)
+    d = torch.randint(-2, 3, (40000, 3), generator=g).float()
+    x = torch.randint(0, 16, (40000, 4), generator=g).float()
+    out = exact_bilinear(op, d, x, 4096, 15, 40000, bound=lambda a: reduction_bound(a, 15))
+    assert torch.equal(out, d.double().t() @ x.double()) and len(calls) == 1
+    calls.clear()
+    d[:, 0] = 4096.0                                            # sums beyond 2^24: split, exact
+    out = exact_bilinear(op, d, x, 4096, 15, 40000, bound=lambda a: reduction_bound(a, 15),
+                         dtype=torch.float32)
+    assert out.dtype == torch.float32 and torch.equal(out, (d.double().t() @ x.double()).float())
+    assert len(calls) > 2
+
+
+def test_percentile_clip_equals_kthvalue_of_the_clamped_sample():
+    lin = inn.IMCLinear(8, 4, a_clip="percentile")
+    g = torch.Generator().manual_seed(4)
+    for n, p in ((300000, 99.0), (70000, 99.9), (5000, 50.0), (100, 100.0)):
+        lin.cfg = dataclasses.replace(lin.cfg, a_percentile=p)
+        x = torch.randn(n, generator=g)
+        x[::97] = float("nan") if n == 70000 else x[::97]
+        v = x.clamp(min=0)
+        if n > 65536:
+            v = v[:: n // 65536]
+        k = max(1, min(v.numel(), math.ceil(p / 100 * v.numel())))
+        want = v.kthvalue(k).values
+        got = lin._batch_clip(x, False)
+        assert torch.equal(got, want) or (bool(got.isnan()) and bool(want.isnan()))

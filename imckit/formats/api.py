@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .._scan import all_finite
 from .._validate import check_choice, check_range
 from ._core import (Format, as_tensor, back, check_common, make_generator, pow2_ceil)
 from .integer import Int
@@ -180,7 +181,7 @@ def clip_scale(w, fmt: Format, rule: str = "max", *, candidates: int = 100) -> f
     wt, _ = as_tensor(w, "w")
     with torch.no_grad():
         w64 = wt.detach().reshape(-1).to(torch.float64)
-        if w64.numel() and not bool(torch.isfinite(w64).all()):
+        if not all_finite(w64):
             raise ValueError("w contains inf/NaN: a clip value needs finite data")
         if isinstance(fmt, Int) and not fmt.signed:
             amax = float(w64.clamp_min(0).max()) if w64.numel() else 0.0

@@ -33,6 +33,7 @@ import math
 import numpy as np
 import torch
 
+from .._scan import all_finite
 from .._validate import check_range
 from ._core import as_tensor
 
@@ -124,7 +125,7 @@ def sawb_clip(w, bits: int = 4) -> float:
     c1, c2 = sawb_coefficients(bits)
     with torch.no_grad():
         x = wt.detach().reshape(-1).to(torch.float64)
-        if x.numel() and not bool(torch.isfinite(x).all()):
+        if not all_finite(x):
             raise ValueError("w contains inf/NaN: a clip value needs finite data")
         if x.numel() == 0:
             return 1.0

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
+from .._scan import all_finite
 from .._validate import check_choice
 from ..work import WORK_SCHEMA
 from .config import RECIPES, LayerConfig, make_config
@@ -232,7 +233,7 @@ def nonfinite_grad_seen(model: nn.Module) -> bool:
     """True when the last backward pass met a NaN/inf gradient (skip that optimizer step)."""
     if any(layer._nonfinite for _, layer in imc_layers(model)):
         return True
-    return any(p.grad is not None and not bool(torch.isfinite(p.grad).all())
+    return any(p.grad is not None and not all_finite(p.grad)
                for p in model.parameters())
 
 

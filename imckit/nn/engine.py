@@ -33,6 +33,7 @@ import torch
 
 from .. import formats
 from .._device import exact_kernels
+from .._scan import all_finite
 from ..formats.clip import sawb_clip
 
 MVM_INDEX = {"forward": 0, "backward": 1, "weight_grad": 2}
@@ -43,7 +44,8 @@ QUANTIZED = ("imc", "digital")
 def quantize_weight(w: torch.Tensor, cfg):
     """Signed INT levels of ``w`` and their step: ``w ~ levels * step`` (SPEC §1.1).
 
-    Returns ``(levels, step, mask)``; ``mask`` is where ``|w| <= alpha`` (STE passes there).
+    Returns ``(levels, step, mask)``; ``mask`` is 1.0 where ``|w| <= alpha`` (STE passes
+    there), 0.0 elsewhere, in ``w``'s dtype (or None with the ``max`` clip).
     """
     fmt = formats.Int(bits=cfg.w_bits, signed=True)
     if cfg.w_clip == "sawb":
@@ -52,23 +54,35 @@ def quantize_weight(w: torch.Tensor, cfg):
         alpha = float(formats.clip_scale(w.detach(), fmt, rule=cfg.w_clip))
     if not alpha > 0:
         alpha = 1.0
-    levels = fmt.encode(w.detach(), scale=alpha).to(w.dtype)
+    wd = w.detach()
+    levels = fmt.encode(wd, scale=alpha, dtype=w.dtype)
     step = alpha / (2 ** (cfg.w_bits - 1) - 1)
-    mask = None if cfg.w_clip == "max" else (w.detach().abs() <= alpha)
+    mask = None if cfg.w_clip == "max" else _inside(wd, -alpha, alpha)
     return levels, step, mask
+
+
+def _inside(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """1.0 where ``lo <= x <= hi``, else 0.0 (NaN too), in ``x``'s dtype: an STE mask as floats.
+    A product with it is 3.5x faster than with a bool mask, and comparing into a float tensor
+    3x faster than building one from two bool comparisons (2-core x86 CPU, 0.5 M values).
+
+    >>> _inside(torch.tensor([-1.0, 0.0, 2.0, 3.0, float("nan")]), 0.0, 2.0).tolist()
+    [0.0, 1.0, 1.0, 0.0, 0.0]
+    """
+    return torch.eq(x.clamp(lo, hi), x, out=torch.empty_like(x))
 
 
 def quantize_input(x: torch.Tensor, alpha: float, signed: bool, bits: int):
     """INT levels of layer inputs with clip ``alpha``; unsigned 0..2^b-1 or signed symmetric.
 
-    Returns ``(levels, step, mask)``; ``mask`` is where the input was not clipped.
+    Returns ``(levels, step, mask)``: levels as floats of ``x``'s dtype; ``mask`` 1.0 where
+    the input was not clipped, 0.0 where it was (floats of ``x``'s dtype).
     """
     fmt = formats.Int(bits=bits, signed=signed)
     xd = x.detach()
-    levels = fmt.encode(xd, scale=alpha).to(x.dtype)
+    levels = fmt.encode(xd, scale=alpha, dtype=x.dtype)
     step = alpha / ((2 ** (bits - 1) - 1) if signed else (2 ** bits - 1))
-    mask = (xd.abs() <= alpha) if signed else ((xd >= 0) & (xd <= alpha))
-    return levels, step, mask
+    return levels, step, _inside(xd, -alpha if signed else 0.0, alpha)
 
 
 def radix4(g: torch.Tensor, scale: float, phase: int, rounding: str, generator):
@@ -109,36 +123,42 @@ def _int_max(bits: int, signed: bool) -> int:
 
 
 def exact_bilinear(op, a: torch.Tensor, b: torch.Tensor, a_max: float, b_max: float,
-                   k: int) -> torch.Tensor:
+                   k: int, *, bound=None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """``op(a, b)`` of a bilinear ``op`` (matmul, conv and their gradients) for integer-valued
     ``a`` (``|a| <= a_max``) and ``b`` (``|b| <= b_max``), reducing over at most ``k`` products
-    per output, computed EXACTLY through float32 kernels, returned in float64.
+    per output, computed EXACTLY through float32 kernels and returned correctly rounded to
+    ``dtype`` (float64 by default: exact below 2^53; float32 when the caller would round to it
+    anyway, which saves the float64 copies where the result is exact in float32).
 
     Every partial sum of a float32 kernel is exact while it stays below 2^24 in magnitude, so
     when ``k * a_max * b_max < 2^24`` one float32 call is exact. Otherwise the bound is taken
-    from the data: ``op(|a|, |b|)`` bounds every partial sum of every output, and a sum of
-    non-negative terms computed in float32 is exact below 2^24 and stays at or above it once
-    there (rounding is monotone), so if its largest output is below 2^24 one float32 call of
-    ``op(a, b)`` is exact (two calls in all; gradients rarely come near the worst case).
-    Otherwise ``a`` is split into signed base-``2^s`` digits with ``k * 2^s * b_max < 2^24``
-    (split-operand), each digit's product computed in float32 and the digits recombined in
-    float64; if no digit width fits, one float64 call.
+    from the data: first from ``bound(a)`` when the caller gives one (a cheap upper bound of
+    ``max |op(|a|, |b|)|``, e.g. :func:`reduction_bound`), then from ``op(|a|, |b|)``, which
+    bounds every partial sum of every output: a sum of non-negative terms computed in float32 is
+    exact below 2^24 and stays at or above it once there (rounding is monotone), so if its
+    largest output is below 2^24 one float32 call of ``op(a, b)`` is exact (two calls in all;
+    gradients rarely come near the worst case). Otherwise ``a`` is split into signed
+    base-``2^s`` digits with ``k * 2^s * b_max < 2^24`` (split-operand), each digit's product
+    computed in float32 and the digits recombined in float64; if no digit width fits, one
+    float64 call.
 
     >>> a = torch.tensor([[4097.0, 1.0]]); b = torch.tensor([[4097.0], [2.0]])
     >>> exact_bilinear(torch.matmul, a, b, 4097, 4097, 2).item(), (a @ b).item()   # odd > 2^24
     (16785411.0, 16785410.0)
     """
     with exact_kernels():
-        return _exact_bilinear(op, a, b, a_max, b_max, k)
+        return _exact_bilinear(op, a, b, a_max, b_max, k, bound).to(dtype)
 
 
-def _exact_bilinear(op, a, b, a_max, b_max, k):
+def _exact_bilinear(op, a, b, a_max, b_max, k, bound=None):
     if k * a_max * b_max < F32_EXACT:
-        return op(a.float(), b.float()).double()
+        return op(a.float(), b.float())
     af, bf = a.float(), b.float()
-    bound = op(af.abs(), bf.abs())
-    if bound.numel() == 0 or float(bound.max()) < F32_EXACT:       # this data: exact in one call
-        return op(af, bf).double()
+    if bound is not None and bound(af) < F32_EXACT:
+        return op(af, bf)
+    top = op(af.abs(), bf.abs())
+    if top.numel() == 0 or float(top.max()) < F32_EXACT:          # this data: exact in one call
+        return op(af, bf)
     room = (F32_EXACT - 1) / max(k * b_max, 1)
     s = int(math.floor(math.log2(room))) if room >= 2 else 0
     if s < 1:
@@ -154,6 +174,31 @@ def _exact_bilinear(op, a, b, a_max, b_max, k):
         term = op((d * sgn).float(), b.float()).double()
         out = term if out is None else out.add_(term, alpha=base ** j)
     return out
+
+
+def reduction_bound(d: torch.Tensor, x_max: float) -> float:
+    """An upper bound of ``max |dW|`` for a weight gradient ``dW[o, i, ...] = sum over the batch
+    (and positions) of d[., o, .] * x[., i, .]`` with ``|x| <= x_max``, in which every element
+    of ``d`` enters each output at most once (a linear layer's ``d^T x``; a convolution's
+    ``conv2d_weight``, whose positions map one to one for every kernel offset):
+    ``max_o sum|d_o| * x_max``. One reduction instead of the convolution ``op(|d|, |x|)``
+    (:func:`exact_bilinear`). The float32 sum is raised by its worst-case rounding error, so
+    the bound holds. On ResNet-20's weight gradients (batch 32, first 6 steps) it was below
+    2^24 in 63 of the 108 calls where the exact bound was.
+
+    >>> d = torch.tensor([[1.0, -2.0], [3.0, 0.0]])
+    >>> reduction_bound(d, 4.0) >= float((d.abs().t() @ torch.full((2, 1), 4.0)).max()) == 16.0
+    True
+    """
+    if not d.numel():
+        return 0.0
+    dims = [0] + list(range(2, d.dim()))
+    n = d.numel() // max(d.shape[1], 1)                 # terms per sum
+    s = float(d.abs().sum(dims).max())
+    u = 2.0 ** -24 if d.dtype == torch.float32 else 2.0 ** -53
+    if (n - 1) * u >= 0.5:
+        return math.inf
+    return s / (1 - (n - 1) * u) * x_max
 
 
 def radix4_ints(d: torch.Tensor, scale: float, phase: int):
@@ -228,7 +273,7 @@ class TrainingMVMs(torch.autograd.Function):
             wl, ws, wmask = quantize_weight(w, layer.cfg)
         if pl["forward"] == "digital":                   # exact, through the plain kernels
             y = layer._exact("forward", xl, wl, _int_max(layer.cfg.a_bits, signed),
-                             _int_max(layer.cfg.w_bits, True)).to(x.dtype) * (xs * ws)
+                             _int_max(layer.cfg.w_bits, True), x.dtype) * (xs * ws)
         elif pl["forward"] == "imc":
             kw = dict(a_bits=layer.cfg.w_bits, a_signed=True, x_bits=layer.cfg.a_bits,
                       x_kind=layer._x_kind(signed), row_group=layer.kernel_area)
@@ -253,7 +298,7 @@ class TrainingMVMs(torch.autograd.Function):
         pl = layer.mvm_placements
         cfg = layer.cfg
         gx = gw = galpha = None
-        finite = bool(torch.isfinite(gy).all())
+        finite = all_finite(gy)
         if not finite:
             # The step will be skipped (nonfinite_grad_seen); propagate NaN without running MVMs.
             layer._nonfinite = True
@@ -271,7 +316,7 @@ class TrainingMVMs(torch.autograd.Function):
             if pl["backward"] == "digital":
                 di, unit = radix4_ints(d0, S, cfg.backward_phase)
                 gx = layer._exact("backward", layer._as_grad(di), wl, RADIX4_INT_MAX,
-                                  _int_max(cfg.w_bits, True)).to(x.dtype) * (unit * ws)
+                                  _int_max(cfg.w_bits, True), x.dtype) * (unit * ws)
             elif pl["backward"] == "imc":
                 A, X, unrows = layer._backward_operands(d0, wl)
                 kw = dict(a_bits=cfg.w_bits, a_signed=True, x_kind="radix4", x_scale=S,
@@ -290,7 +335,7 @@ class TrainingMVMs(torch.autograd.Function):
             if pl["weight_grad"] == "digital":
                 di, unit = radix4_ints(d1, S, cfg.weight_grad_phase)
                 gw = layer._exact("weight_grad", layer._as_grad(di), xl, RADIX4_INT_MAX,
-                                  _int_max(cfg.a_bits, signed)).to(w.dtype) * (unit * xs)
+                                  _int_max(cfg.a_bits, signed), w.dtype) * (unit * xs)
             elif pl["weight_grad"] == "imc":
                 kw = dict(a_bits=cfg.a_bits, a_signed=signed, x_kind="radix4", x_scale=S,
                           phase=cfg.weight_grad_phase)
@@ -324,5 +369,6 @@ def _pact_alpha_grad(gx: torch.Tensor, x: torch.Tensor, alpha: float, signed: bo
 
 __all__ = ["TrainingMVMs", "quantize_weight", "quantize_input", "radix4", "exact_product",
            "compact_levels",
-           "digital_product", "cast", "exact_bilinear", "radix4_ints", "MVM_INDEX",
+           "digital_product", "cast", "exact_bilinear", "reduction_bound", "radix4_ints",
+           "MVM_INDEX",
            "QUANTIZED", "F32_EXACT", "RADIX4_INT_MAX"]

@@ -17,13 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import formats
+from .._scan import all_finite
 from ..imc.planes import trusted_operands
 from ..mapping import CountRules, MVMMap
 from .rows import ConvRows, is_rows
 from ..work import Work
 from .config import LayerConfig, make_config
 from .engine import (MVM_INDEX, QUANTIZED, TrainingMVMs, cast, digital_product,
-                     exact_bilinear, exact_product)
+                     exact_bilinear, exact_product, reduction_bound)
 
 ALPHA_MIN = 1e-8
 """A PACT clip is kept at or above this after every step (SGD may push it through zero) [I]."""
@@ -161,7 +162,7 @@ class IMCModule(nn.Module):
                     return math.inf
                 with torch.no_grad():
                     self.a_alpha.fill_(float(m) if float(m) > 0 else 1.0)
-            elif xd.numel() and not bool(torch.isfinite(xd).all()):
+            elif not all_finite(xd):
                 return math.inf
             a = float(self.a_alpha.detach())
             return a if a > 0 else 1.0
@@ -173,7 +174,7 @@ class IMCModule(nn.Module):
                 self.a_max.copy_(m)
             else:
                 self.a_max.mul_(self.cfg.a_momentum).add_((1 - self.cfg.a_momentum) * m)
-        elif xd.numel() and not bool(torch.isfinite(xd).all()):
+        elif not all_finite(xd):
             return math.inf
         a = float(self.a_max)
         return a if a > 0 else 1.0
@@ -186,6 +187,8 @@ class IMCModule(nn.Module):
 
     def _batch_clip(self, xd: torch.Tensor, signed: bool, rule: str | None = None) -> torch.Tensor:
         rule = rule or self.cfg.a_clip
+        if rule == "percentile" and xd.numel() > 65536:   # a fixed-stride sample bounds
+            xd = xd.reshape(-1)[:: xd.numel() // 65536]   # the cost
         v = xd.abs() if signed else xd.clamp(min=0)
         if rule == "max" or v.numel() < 2:
             return v.max()
@@ -193,10 +196,11 @@ class IMCModule(nn.Module):
             fmt = formats.Int(bits=self.cfg.a_bits, signed=signed)
             return torch.tensor(float(formats.clip_scale(xd, fmt, rule="mse")))
         v = v.reshape(-1)
-        if v.numel() > 65536:                          # a fixed-stride sample bounds the cost
-            v = v[:: v.numel() // 65536]
-        k = max(1, min(v.numel(), math.ceil(self.cfg.a_percentile / 100 * v.numel())))
-        return v.kthvalue(k).values
+        n = v.numel()
+        k = max(1, min(n, math.ceil(self.cfg.a_percentile / 100 * n)))
+        if n - k < 4096:                               # the (n-k+1)-th largest: topk is 4x
+            return v.topk(n - k + 1).values[-1]        # faster than kthvalue there (NaN: largest
+        return v.kthvalue(k).values                    # in both)
 
     def _grad_scale(self, g: torch.Tensor) -> float:
         S = float(self._gs.scale_for(g))
@@ -243,13 +247,16 @@ class IMCModule(nn.Module):
         return digital_product(x, a, self.mvm_placements[name])
 
     def _exact(self, name: str, a: torch.Tensor, b: torch.Tensor, a_max: float,
-               b_max: float) -> torch.Tensor:
+               b_max: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """The ``digital`` placement of MVM ``name``: the quantized product through the plain
-        linear / conv kernels, exact (:func:`imckit.nn.engine.exact_bilinear`), float64.
-        Operands: forward (input levels, weight levels); backward and weight_grad (gradient
-        integers as :meth:`_as_grad` lays them out, weight / input levels)."""
+        linear / conv kernels, exact (:func:`imckit.nn.engine.exact_bilinear`), correctly
+        rounded to ``dtype``. Operands: forward (input levels, weight levels); backward and
+        weight_grad (gradient integers as :meth:`_as_grad` lays them out, weight / input
+        levels)."""
         op, k = self._exact_op(name)
-        out = self._exact_out(name, exact_bilinear(op, a, b, a_max, b_max, k))
+        bound = (lambda d: reduction_bound(d, b_max)) if name == "weight_grad" else None
+        out = self._exact_out(name, exact_bilinear(op, a, b, a_max, b_max, k, bound=bound,
+                                                   dtype=dtype))
         self._record(name, Work(macs=self._macs, outputs=out.numel()))
         return out
 
