@@ -686,3 +686,21 @@ def test_plane_counts_equal_a_brute_force_count_and_leave_the_planes_unchanged(k
         dense = torch.zeros(b.n_planes * B, dtype=torch.int64)
         dense[idx if idx is not None else torch.arange(b.n_planes * B)] = (d != 0).sum(1).long()
         assert torch.equal(b.counts[t].long().reshape(-1), dense)
+
+
+@pytest.mark.parametrize("env", ["0", "1", "auto"])
+def test_exact_mm_equals_the_integer_product_whichever_kernel_runs(env, monkeypatch):
+    # int8 x int8 -> int32 where the CPU has a fast kernel for it, float32 elsewhere: both exact
+    from imckit.imc import planes
+    monkeypatch.setenv(planes.INT8_MM_ENV, env)
+    planes.int8_mm_fast.cache_clear()
+    try:
+        assert planes.int8_mm_fast() is {"0": False, "1": True}.get(env, planes.int8_mm_fast())
+        g = torch.Generator().manual_seed(0)
+        a = torch.randint(-127, 128, (33, 1040), dtype=torch.int8, generator=g)
+        b = torch.randint(0, 2, (1040, 24), dtype=torch.int8, generator=g)
+        got = planes.exact_mm(a, b)
+        assert got.dtype == torch.float32
+        assert torch.equal(got.to(torch.int64), a.to(torch.int64) @ b.to(torch.int64))
+    finally:
+        planes.int8_mm_fast.cache_clear()

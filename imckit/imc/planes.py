@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
+import os
 import sys
+import time
 from typing import NamedTuple
 
 import torch
@@ -238,14 +241,57 @@ def input_planes(X, kind, x_bits, levels, x_scale, phase, rows, group=1,
                    binary=L == 2 and kind == "unsigned")
 
 
+INT8_MM_ENV = "IMCKIT_INT8_MM"
+"""``1`` / ``0`` forces / forbids ``torch._int_mm`` for the plane products on CPU; unset (or
+``auto``) lets :func:`int8_mm_fast` time it once per process."""
+
+
+@functools.lru_cache(maxsize=1)
+def int8_mm_fast() -> bool:
+    """Whether ``torch._int_mm`` (int8 x int8 -> int32) beats a float32 matmul on this CPU, timed
+    once per process on a 512 x 1152 x 128 plane product (about 0.1 s at worst). CPUs with int8
+    dot-product instructions (AVX512-VNNI, AVX-VNNI, AMX) run it several times faster than
+    sgemm; on an AVX2-only CPU it fell to a reference kernel 45x slower than sgemm (measured on
+    a 2-core AMD EPYC). Both are exact here, so the choice changes speed, never results.
+    ``IMCKIT_INT8_MM`` (``1``/``0``) overrides the timing.
+
+    >>> isinstance(int8_mm_fast(), bool)
+    True
+    """
+    env = os.environ.get(INT8_MM_ENV, "auto").strip().lower()
+    if env in ("1", "true", "on", "yes"):
+        return True
+    if env in ("0", "false", "off", "no"):
+        return False
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 2, (512, 1152), dtype=torch.int8, generator=g)
+    b = torch.randint(0, 2, (1152, 128), dtype=torch.int8, generator=g)
+    af, bf = a.float(), b.float()
+
+    def best(fn):
+        fn()                                             # warm-up (kernel selection, caches)
+        ts = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return min(ts)
+    try:
+        t_int = best(lambda: torch._int_mm(a, b))
+    except RuntimeError:                                 # no int8 kernel in this build
+        return False
+    return t_int < best(lambda: af @ bf)
+
+
 def exact_mm(a, b):
     """``a @ b`` exactly for integer-valued operands whose products sum below 2^24: int8 x int8
-    -> int32 on CPU (``torch._int_mm``), else a float32 matmul without TF32. Returns float32.
+    -> int32 on CPU (``torch._int_mm``) where that is the faster kernel (:func:`int8_mm_fast`),
+    else a float32 matmul without TF32 (exact below 2^24 as well). Returns float32.
 
     >>> exact_mm(torch.tensor([[1, 2]], dtype=torch.int8), torch.tensor([[3], [4]], dtype=torch.int8))
     tensor([[11.]])
     """
-    if a.dtype == torch.int8 and b.dtype == torch.int8 and not a.is_cuda:
+    if a.dtype == torch.int8 and b.dtype == torch.int8 and not a.is_cuda and int8_mm_fast():
         return torch._int_mm(a, b).to(torch.float32)
     with no_tf32():
         return a.to(torch.float32) @ b.to(torch.float32)
