@@ -805,3 +805,24 @@ def test_percentile_clip_equals_kthvalue_of_the_clamped_sample():
         want = v.kthvalue(k).values
         got = lin._batch_clip(x, False)
         assert torch.equal(got, want) or (bool(got.isnan()) and bool(want.isnan()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int8])
+def test_im2col_equals_unfold_for_every_geometry_and_layout(dtype):
+    from imckit.nn.layers import im2col
+    g = torch.Generator().manual_seed(0)
+    n = 0
+    for (B, C, H, W) in ((2, 3, 7, 6), (3, 4, 9, 8)):
+        for k in ((1, 1), (3, 3), (2, 3)):
+            for d in ((1, 1), (2, 1)):
+                for p in ((0, 0), (1, 2)):
+                    for s in ((1, 1), (2, 3)):
+                        x = (torch.randn(B, C, H, W, generator=g) * 20).to(dtype)
+                        for v in (x, x.transpose(2, 3).contiguous().transpose(2, 3), x[:, ::2]):
+                            c = v.shape[1]
+                            want = F.unfold(v.float(), k, d, p, s).transpose(1, 2)
+                            got = im2col(v, k, d, p, s)
+                            assert got.dtype == dtype
+                            assert torch.equal(got, want.reshape(-1, c * k[0] * k[1]).to(dtype))
+                            n += 1
+    assert n == 144
