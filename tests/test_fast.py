@@ -302,3 +302,18 @@ def test_committed_validation_is_what_the_chapter_reads():
     assert len(fast_validation.accuracy_rows(d)) == 2 * len(acc["summary"])
     chapter = (ROOT / "book" / "ch05_training_live.ipynb").read_text()
     assert "fast_validation.load()" in chapter and "fast_validation.rows(FV" in chapter
+
+
+@pytest.mark.parametrize("N,r", [(32768, 1152), (40000, 32767), (70000, 40000), (5, 3), (1152, 1152)])
+def test_stored_ones_count_every_bit_of_every_tile(N, r):
+    # int16 sums below 2^15 rows, int32 above; all-ones columns reach the tile length
+    from imckit.imc.fast import _stored_ones
+    g = torch.Generator().manual_seed(N)
+    u = torch.randint(0, 16, (N, 7), dtype=torch.uint8, generator=g)
+    u[:, 0] = 15
+    spans = [(i, min(i + r, N)) for i in range(0, N, r)]
+    want = torch.stack([torch.stack([((u[s:e].long() >> k) & 1).sum(0) for k in range(4)], -1)
+                        .reshape(-1) for s, e in spans])
+    got = _stored_ones(u, spans, 4)
+    assert got.dtype == torch.int64 and torch.equal(got, want)
+    assert int(got[0, 0]) == min(r, N)

