@@ -30,13 +30,15 @@ def all_finite(t: torch.Tensor) -> bool:
 
 
 def has_nan(t: torch.Tensor) -> bool:
-    """True when some entry of floating ``t`` is NaN (``max`` propagates NaN).
+    """True when some entry of ``t`` is NaN (``max`` propagates NaN; complex: elementwise).
 
     >>> has_nan(torch.tensor([1.0, float("inf")])), has_nan(torch.tensor([float("nan"), 1.0]))
     (False, True)
     """
-    if not t.numel() or not t.is_floating_point():
+    if not t.numel() or not (t.is_floating_point() or t.is_complex()):
         return False
+    if t.is_complex():
+        return bool(torch.isnan(t).any())
     return math.isnan(float(t.detach().max()))
 
 

@@ -714,11 +714,32 @@ def test_zero_dim_numpy_stays_zero_dim():
 def test_int_encode_as_floats_equals_int32_levels_with_positive_zero(fmt, dtype):
     # the float levels the layers use skip the int32 round trip: the same integers, zero as +0
     g = torch.Generator().manual_seed(3)
+    ties = (torch.arange(-130, 130, dtype=torch.float64) + 0.5) * fmt.delta(1.3)
     x = torch.cat([torch.randn(20000, generator=g, dtype=torch.float64) * 3,
-                   torch.arange(-40, 41, dtype=torch.float64) * 0.05,            # ties
+                   ties, torch.nextafter(ties, torch.zeros_like(ties)),
                    torch.tensor([0.0, -0.0, -1e-30, float("inf"), float("-inf")],
                                 dtype=torch.float64)]).to(dtype)
     want = fmt.encode(x, scale=1.3).to(dtype)
     got = fmt.encode(x, scale=1.3, dtype=dtype)
     assert got.dtype == dtype and torch.equal(got, want)
     assert not bool(torch.signbit(got[got == 0]).any())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scale", [2.0 ** -3, 2.0 ** -4, 2.0 ** 60, 2.0 ** -100])
+def test_radix4_nearest_at_every_threshold_and_special_value(dtype, scale):
+    # m/2 and 2.5*lo, one ulp either side, zeros, inf, NaN: the brute-force nearest grid value
+    if dtype == torch.float32 and scale in (2.0 ** 60, 2.0 ** -100):
+        pytest.skip("outside float32's range for this grid")
+    for phase in (0, 1):
+        grid = R4.values(scale, phase, dtype=torch.float64)
+        lv = grid[grid > 0]
+        th = torch.cat([lv[:1] / 2, 2.5 * lv[:-1]]).to(dtype)
+        x = torch.cat([th, torch.nextafter(th, torch.zeros_like(th)),
+                       torch.nextafter(th, torch.full_like(th, math.inf)), lv.to(dtype)])
+        x = torch.cat([x, -x, torch.tensor([0.0, -0.0, math.inf, -math.inf], dtype=dtype)])
+        want = brute_nearest(x.double().clamp(-float(lv[-1]), float(lv[-1])), grid, ties_up)
+        got = quantize(x, R4, scale=scale, phase=phase)
+        assert torch.equal(got.double(), want), (phase, x[got.double() != want][:4])
+        nan = quantize(torch.tensor([math.nan, -math.nan], dtype=dtype), R4, scale=scale, phase=phase)
+        assert bool(nan.isnan().all())

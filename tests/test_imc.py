@@ -702,5 +702,10 @@ def test_exact_mm_equals_the_integer_product_whichever_kernel_runs(env, monkeypa
         got = planes.exact_mm(a, b)
         assert got.dtype == torch.float32
         assert torch.equal(got.to(torch.int64), a.to(torch.int64) @ b.to(torch.int64))
+        # sums past 2^24 (127 x 127 x 1152): the exact sum rounded once, as from int32
+        a = torch.full((2, 1152), 127, dtype=torch.int8); a[1, ::3] = 101
+        b = torch.full((1152, 3), 127, dtype=torch.int8); b[::5, 1] = -126
+        want = (a.to(torch.int64) @ b.to(torch.int64)).to(torch.float32)
+        assert float(want.abs().max()) > 2 ** 24 and torch.equal(planes.exact_mm(a, b), want)
     finally:
         planes.int8_mm_fast.cache_clear()

@@ -766,6 +766,8 @@ def test_reduction_bound_bounds_every_weight_gradient_output(geo):
     exact = torch.nn.grad.conv2d_weight(x.abs(), wshape, d.abs(), **geo).max()
     assert reduction_bound(d, 15.0) >= float(exact)
     assert reduction_bound(d.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2), 15.0) == reduction_bound(d, 15.0)
+    half = torch.ones(4097, 1, dtype=torch.float16)                  # half sums: widened
+    assert reduction_bound(half, 1.0) >= 4097
     rows = d.permute(0, 2, 3, 1).reshape(-1, 6)                       # linear: d^T x
     xr = torch.randint(0, 16, (rows.shape[0], 3), generator=g).float()
     assert reduction_bound(rows, 15.0) >= float((rows.abs().t() @ xr).max())

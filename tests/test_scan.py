@@ -25,5 +25,6 @@ def test_scans_of_all_nan_empty_and_integer_tensors():
     assert all_finite(torch.empty(0)) and not has_nan(torch.empty(0))
     assert all_finite(torch.arange(5)) and not has_nan(torch.arange(5))
     assert not all_finite(torch.tensor([1 + 1j, complex("nan")]))
+    assert has_nan(torch.tensor([1 + 1j, complex("nan")])) and not has_nan(torch.tensor([1j]))
     x = torch.tensor([1.0, float("inf")], requires_grad=True)
     assert not all_finite(x) and not has_nan(x)                      # no autograd trouble

@@ -189,8 +189,9 @@ def _column_values(planes, bits, caps, rows, gain=1.0, group=1, cycles=None):
     ``caps`` = the :class:`Chip` (its columns cut to the stored ones) or None: tile t uses the
     first ``e - s`` capacitors of physical array t, and charge shares over all R of them (unused
     rows hold 0). A column reads ``R * sum_i C_i m_i / sum_i C_i`` with ``C_i = 1 + scale k_i``:
-    the exact count ``sum_i m_i`` and the mismatch sum ``sum_i k_i m_i``, both exact int8
-    matmuls on CPU (``k_i`` the cell's int8 deviation code), scaled and combined in float32:
+    the exact count ``sum_i m_i`` and the mismatch sum ``sum_i k_i m_i``, both exact integer
+    matmuls (:func:`~imckit.imc.planes.exact_mm`; ``k_i`` the cell's int8 deviation code),
+    scaled and combined in float32:
     the rounding is ~2e-7 of the full scale ``R (L - 1)`` (~1e-4 counts for binary planes on
     1152 rows, ~2e-2 for 128-level digits), far below kT/C noise and one ADC step."""
     N = bits.shape[0]

@@ -249,7 +249,7 @@ INT8_MM_ENV = "IMCKIT_INT8_MM"
 @functools.lru_cache(maxsize=1)
 def int8_mm_fast() -> bool:
     """Whether ``torch._int_mm`` (int8 x int8 -> int32) beats a float32 matmul on this CPU, timed
-    once per process on a 512 x 1152 x 128 plane product (about 0.1 s at worst). CPUs with int8
+    once per process on a 512 x 1152 x 128 plane product (0.1-0.3 s). CPUs with int8
     dot-product instructions (AVX512-VNNI, AVX-VNNI, AMX) run it several times faster than
     sgemm; on an AVX2-only CPU it fell to a reference kernel 45x slower than sgemm (measured on
     a 2-core AMD EPYC). Both are exact here, so the choice changes speed, never results.
@@ -286,13 +286,21 @@ def int8_mm_fast() -> bool:
 def exact_mm(a, b):
     """``a @ b`` exactly for integer-valued operands whose products sum below 2^24: int8 x int8
     -> int32 on CPU (``torch._int_mm``) where that is the faster kernel (:func:`int8_mm_fast`),
-    else a float32 matmul without TF32 (exact below 2^24 as well). Returns float32.
+    else a float32 matmul without TF32 (exact below 2^24 as well; int8 operands whose sums
+    could pass it take float64). Returns float32 (beyond 2^24: the exact sum, rounded once).
 
     >>> exact_mm(torch.tensor([[1, 2]], dtype=torch.int8), torch.tensor([[3], [4]], dtype=torch.int8))
     tensor([[11.]])
     """
-    if a.dtype == torch.int8 and b.dtype == torch.int8 and not a.is_cuda and int8_mm_fast():
-        return torch._int_mm(a, b).to(torch.float32)
+    if a.dtype == torch.int8 and b.dtype == torch.int8 and not a.is_cuda:
+        if int8_mm_fast():
+            return torch._int_mm(a, b).to(torch.float32)
+        k = a.shape[1]
+        if k * 127 * 127 >= 2 ** 24 and a.numel() and b.numel() and (
+                k * int(a.abs().max()) * int(b.abs().max()) >= 2 ** 24):
+            # partial sums could pass 2^24 (long multi-level digits against mismatch codes):
+            # float64 sums are exact, one rounding to float32 as from int32
+            return (a.to(torch.float64) @ b.to(torch.float64)).to(torch.float32)
     with no_tf32():
         return a.to(torch.float32) @ b.to(torch.float32)
 

@@ -192,6 +192,8 @@ def reduction_bound(d: torch.Tensor, x_max: float) -> float:
     """
     if not d.numel():
         return 0.0
+    if d.dtype not in (torch.float32, torch.float64):      # half sums round coarser: widen
+        d = d.double()
     dims = [0] + list(range(2, d.dim()))
     n = d.numel() // max(d.shape[1], 1)                 # terms per sum
     s = float(d.abs().sum(dims).max())
