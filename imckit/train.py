@@ -49,7 +49,6 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._scan import all_finite
 from ._validate import check_choice, check_range
 
 __all__ = ["History", "Callback", "LivePlot", "fit", "iter_fit", "learning_rate", "SCHEDULES",
@@ -454,7 +453,8 @@ def iter_fit(model: nn.Module, dataset, *, epochs: int = 10, batch_size: int = 6
                 loss_value = float(loss.detach())
                 loss.backward()
                 grads = [p.grad for p in params if p.grad is not None]
-                finite = math.isfinite(loss_value) and all(all_finite(g) for g in grads)
+                finite = math.isfinite(loss_value) and (not grads or bool(
+                    torch.stack([torch.isfinite(g).all() for g in grads]).all()))
                 if finite and nonfinite_seen(model):
                     finite = False
                 if finite:

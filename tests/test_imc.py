@@ -707,5 +707,8 @@ def test_exact_mm_equals_the_integer_product_whichever_kernel_runs(env, monkeypa
         b = torch.full((1152, 3), 127, dtype=torch.int8); b[::5, 1] = -126
         want = (a.to(torch.int64) @ b.to(torch.int64)).to(torch.float32)
         assert float(want.abs().max()) > 2 ** 24 and torch.equal(planes.exact_mm(a, b), want)
+        a[0, :] = -128                                    # -128: its abs wraps in int8
+        want = (a.to(torch.int64) @ b.to(torch.int64)).to(torch.float32)
+        assert torch.equal(planes.exact_mm(a, b), want)
     finally:
         planes.int8_mm_fast.cache_clear()

@@ -283,6 +283,12 @@ def int8_mm_fast() -> bool:
     return t_int < best(lambda: af @ bf)
 
 
+def _int_mag(t: torch.Tensor) -> int:
+    """Largest magnitude of an integer tensor, one pass (``abs`` of int8 -128 wraps)."""
+    lo, hi = torch.aminmax(t)
+    return max(int(hi), -int(lo))
+
+
 def exact_mm(a, b):
     """``a @ b`` exactly for integer-valued operands whose products sum below 2^24: int8 x int8
     -> int32 on CPU (``torch._int_mm``) where that is the faster kernel (:func:`int8_mm_fast`),
@@ -296,8 +302,8 @@ def exact_mm(a, b):
         if int8_mm_fast():
             return torch._int_mm(a, b).to(torch.float32)
         k = a.shape[1]
-        if k * 127 * 127 >= 2 ** 24 and a.numel() and b.numel() and (
-                k * int(a.abs().max()) * int(b.abs().max()) >= 2 ** 24):
+        if k * 128 * 128 >= 2 ** 24 and a.numel() and b.numel() and (
+                k * _int_mag(a) * _int_mag(b) >= 2 ** 24):
             # partial sums could pass 2^24 (long multi-level digits against mismatch codes):
             # float64 sums are exact, one rounding to float32 as from int32
             return (a.to(torch.float64) @ b.to(torch.float64)).to(torch.float32)
