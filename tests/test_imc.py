@@ -712,3 +712,14 @@ def test_exact_mm_equals_the_integer_product_whichever_kernel_runs(env, monkeypa
         assert torch.equal(planes.exact_mm(a, b), want)
     finally:
         planes.int8_mm_fast.cache_clear()
+
+
+def test_int8_mm_switch_names_a_bad_value(monkeypatch):
+    from imckit.imc import planes
+    monkeypatch.setenv(planes.INT8_MM_ENV, "sometimes")
+    planes.int8_mm_fast.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="IMCKIT_INT8_MM='sometimes'"):
+            planes.int8_mm_fast()
+    finally:
+        planes.int8_mm_fast.cache_clear()

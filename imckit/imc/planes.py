@@ -263,6 +263,8 @@ def int8_mm_fast() -> bool:
         return True
     if env in ("0", "false", "off", "no"):
         return False
+    if env not in ("", "auto"):
+        raise ValueError(f"{INT8_MM_ENV}={env!r} is not allowed: give 1, 0 or auto")
     g = torch.Generator().manual_seed(0)
     a = torch.randint(0, 2, (512, 1152), dtype=torch.int8, generator=g)
     b = torch.randint(0, 2, (1152, 128), dtype=torch.int8, generator=g)
