@@ -3,6 +3,7 @@
 Oracles: the integer (float64) matrix product, brute-force per-column sums written without the
 simulator's plane machinery, and the analytic variances of kT/C noise and capacitor mismatch.
 """
+import contextlib
 import dataclasses
 import math
 
@@ -723,3 +724,56 @@ def test_int8_mm_switch_names_a_bad_value(monkeypatch):
             planes.int8_mm_fast()
     finally:
         planes.int8_mm_fast.cache_clear()
+
+
+@pytest.mark.parametrize("levels,sign_mode,trusted", [(2, "two-cycle", False),
+                                                      (2, "two-cycle", True),
+                                                      (16, "two-cycle", False),
+                                                      (2, "one-cycle", False),
+                                                      (64, "one-cycle", False)])
+def test_plane_product_equals_the_dense_integer_product(levels, sign_mode, trusted):
+    """Radix-4 cycles summed as bags (``embedding_bag`` over the inputs sorted by plane and
+    vector) equal the dense digits times the stored matrix in int64, row for row, in the
+    order of ``tile_rows``; with skipped cycles, a whole tile of zeros, multi-level digits and
+    signed digits (one-cycle), and mismatch-code magnitudes (up to 127)."""
+    from imckit.imc import planes as pl
+    g = gen(23)
+    B, N, rows = 37, 300, 128
+    e = torch.randint(0, 8, (B, N), generator=g)
+    e[:, 5:60][torch.rand(B, 55, generator=g) < 0.9] = 0        # sparse: cycles skipped
+    X = torch.where(e > 0, 4.0 ** (e - 7).double(), 0.0) * torch.where(
+        torch.rand(B, N, generator=g) < 0.5, -1.0, 1.0)
+    X[:, 128:256] = 0.0                                           # a row tile with no cycle
+    X[3] = 0.0                                                    # a vector with no cycle
+    b = torch.randint(-127, 128, (N, 19), dtype=torch.int8, generator=g)
+    ctx = pl.trusted_operands() if trusted else contextlib.nullcontext()
+    with ctx:
+        ip = pl.input_planes(X, "radix4", 4, levels, 1.0, 0, rows, 1, sign_mode)
+    cycles = ip.tile_cycles()
+    assert cycles[1] == 0
+    for t, (s, e_) in enumerate([(0, 128), (128, 256), (256, 300)]):
+        if cycles[t] == 0:
+            continue
+        v, idx = pl.plane_product(ip, t, s, e_, cycles[t], b[s:e_])
+        d, idx_d = ip.tile_rows(t, s, e_, cycles[t])
+        assert (idx is None) == (idx_d is None) and (idx is None or torch.equal(idx, idx_d))
+        assert v.dtype == torch.float32
+        assert torch.equal(v.to(torch.int64), d.to(torch.int64) @ b[s:e_].to(torch.int64))
+
+
+def test_plane_product_takes_the_dense_exact_product_past_2_24(monkeypatch):
+    """Digits x stored values whose sums could pass 2^24 are not summed in float32 bags: the
+    dense exact product (float64 sums, rounded once) runs instead."""
+    from imckit.imc import planes as pl
+    X = torch.full((2, 1100), 0.25).double()
+    X[1, ::2] = 4.0 ** -3
+    ip = pl.input_planes(X, "radix4", 4, 64, 1.0, 0, 1152, 1, "one-cycle")   # digits 16
+    b = torch.full((1100, 2), 1001, dtype=torch.int64)             # 16 x 1001 x 1100 > 2^24
+    b[::7, 1] = -999
+    calls = []
+    monkeypatch.setattr(torch.nn.functional, "embedding_bag",
+                        lambda *a, **k: calls.append(1))
+    v, idx = pl.plane_product(ip, 0, 0, 1100, ip.tile_cycles()[0], b)
+    d, _ = ip.tile_rows(0, 0, 1100, ip.tile_cycles()[0])
+    assert not calls
+    assert torch.equal(v, (d.to(torch.int64) @ b.to(torch.int64)).to(torch.float32))

@@ -14,7 +14,8 @@ from .._validate import check_choice, check_range
 from ..work import Work
 from .config import ADC_RANGE_MIN, IMCConfig
 from ..mapping.arrays import row_tiles
-from .planes import X_KINDS, InputPlanes, as_tensor, exact_mm, input_planes, stored_planes
+from .planes import (X_KINDS, InputPlanes, as_tensor, input_planes, plane_product,
+                     stored_planes)
 
 
 def _env_mb(name: str, default: int) -> int:
@@ -189,9 +190,10 @@ def _column_values(planes, bits, caps, rows, gain=1.0, group=1, cycles=None):
     ``caps`` = the :class:`Chip` (its columns cut to the stored ones) or None: tile t uses the
     first ``e - s`` capacitors of physical array t, and charge shares over all R of them (unused
     rows hold 0). A column reads ``R * sum_i C_i m_i / sum_i C_i`` with ``C_i = 1 + scale k_i``:
-    the exact count ``sum_i m_i`` and the mismatch sum ``sum_i k_i m_i``, both exact integer
-    matmuls (:func:`~imckit.imc.planes.exact_mm`; ``k_i`` the cell's int8 deviation code),
-    scaled and combined in float32:
+    the exact count ``sum_i m_i`` and the mismatch sum ``sum_i k_i m_i``, both from one exact
+    integer product (:func:`~imckit.imc.planes.plane_product`: a matmul, or for radix-4 inputs
+    sums of the selected rows; ``k_i`` the cell's int8 deviation code), scaled and combined in
+    float32:
     the rounding is ~2e-7 of the full scale ``R (L - 1)`` (~1e-4 counts for binary planes on
     1152 rows, ~2e-2 for 128-level digits), far below kT/C noise and one ADC step."""
     N = bits.shape[0]
@@ -200,15 +202,20 @@ def _column_values(planes, bits, caps, rows, gain=1.0, group=1, cycles=None):
     for t, (s, e) in enumerate(row_tiles(N, rows, group)):
         if cycles[t] == 0:
             continue
-        d, idx = planes.tile_rows(t, s, e, cycles[t])      # compact: skipped cycles cost nothing
         Bt = bits[s:e]
-        v = exact_mm(d, Bt)
         if caps is not None:
+            # count and mismatch sum in ONE exact product: the digits are read (and, for a
+            # float32 kernel, converted) once, and the product is twice as wide
             cm = caps.codes[t * rows:t * rows + (e - s)] * Bt   # codes of the stored 1-bits
-            v.add_(exact_mm(d, cm), alpha=caps.scale)
+            both, idx = plane_product(planes, t, s, e, cycles[t], torch.cat([Bt, cm], 1))
+            Mb = Bt.shape[1]
+            v = torch.add(both[:, :Mb], both[:, Mb:], alpha=caps.scale)
+            del both
             v.mul_((gain * rows) / caps.den[t])        # charge sharing over all R caps, gain
-        elif gain != 1.0:
-            v.mul_(gain)
+        else:
+            v, idx = plane_product(planes, t, s, e, cycles[t], Bt)
+            if gain != 1.0:
+                v.mul_(gain)
         out.append((v, idx))
     return out
 
