@@ -777,3 +777,55 @@ def test_plane_product_takes_the_dense_exact_product_past_2_24(monkeypatch):
     d, _ = ip.tile_rows(0, 0, 1100, ip.tile_cycles()[0])
     assert not calls
     assert torch.equal(v, (d.to(torch.int64) @ b.to(torch.int64)).to(torch.float32))
+
+
+def test_noise_drawn_ahead_equals_noise_drawn_in_place(monkeypatch):
+    """The helper thread draws each tile's normals in tile order from the same generator: the
+    result is bit for bit that of drawing them when used, call after call (several row tiles,
+    skipped cycles, a generator that carries over)."""
+    from imckit.imc import array
+    g = gen(31)
+    A = torch.randint(-8, 8, (700, 40), generator=g)
+    X = torch.randint(0, 16, (9, 700), generator=g)
+    X[:, 128:256] = 0
+    cfg = dataclasses.replace(imc.IMCConfig.jia22_16nm(), rows=128, adc_noise_uv=5000.0)
+    out = {}
+    for ahead in (0, 1, 2):
+        monkeypatch.setattr(array, "NOISE_AHEAD", ahead)
+        gg = torch.Generator().manual_seed(5)
+        out[ahead] = [imc.mvm(A, X, cfg, generator=gg, adc_range=0.3) for _ in range(3)]
+    for ahead in (1, 2):
+        assert all(torch.equal(a, b) for a, b in zip(out[0], out[ahead]))
+    assert not torch.equal(out[0][0], out[0][1])                  # fresh noise per call
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork here")
+def test_noisy_mvm_runs_in_a_forked_child():
+    """A child forked after the noise helper thread exists gets a new one: the parent's thread
+    is not in the child, and drawing through the old pool would wait forever. (The child also
+    runs torch on one thread: torch's own thread pool is not fork-safe either.)"""
+    import os
+    import select
+    import signal
+    g = gen(32)
+    A = torch.randint(-8, 8, (300, 8), generator=g)
+    X = torch.randint(0, 16, (4, 300), generator=g)
+    cfg = dataclasses.replace(imc.IMCConfig.jia22_16nm(), rows=128)
+    want = imc.mvm(A, X, cfg, adc_range=0.3)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                                   # the child
+        try:
+            torch.set_num_threads(1)
+            ok = torch.equal(imc.mvm(A, X, cfg, adc_range=0.3), want)
+            os.write(w, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(w)
+    ready, _, _ = select.select([r], [], [], 60)
+    got = os.read(r, 1) if ready else b"hung"
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    os.close(r)
+    assert got == b"1"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import math
 import os
 import time
@@ -185,7 +186,14 @@ def _check_memory(X, A, x_kind, x_bits, cfg) -> None:
 
 
 def _column_values(planes, bits, caps, rows, gain=1.0, group=1, cycles=None):
-    """Per row tile: active (plane, batch) rows, and their column values in counts x gain.
+    """Per row tile: active (plane, batch) rows, and their column values in counts x gain
+    (a list of :func:`_iter_column_values`)."""
+    return list(_iter_column_values(planes, bits, caps, rows, gain, group, cycles))
+
+
+def _iter_column_values(planes, bits, caps, rows, gain=1.0, group=1, cycles=None):
+    """Per row tile, one at a time: active (plane, batch) rows, and their column values in
+    counts x gain.
 
     ``caps`` = the :class:`Chip` (its columns cut to the stored ones) or None: tile t uses the
     first ``e - s`` capacitors of physical array t, and charge shares over all R of them (unused
@@ -197,7 +205,6 @@ def _column_values(planes, bits, caps, rows, gain=1.0, group=1, cycles=None):
     the rounding is ~2e-7 of the full scale ``R (L - 1)`` (~1e-4 counts for binary planes on
     1152 rows, ~2e-2 for 128-level digits), far below kT/C noise and one ADC step."""
     N = bits.shape[0]
-    out = []
     cycles = planes.tile_cycles() if cycles is None else cycles
     for t, (s, e) in enumerate(row_tiles(N, rows, group)):
         if cycles[t] == 0:
@@ -216,8 +223,58 @@ def _column_values(planes, bits, caps, rows, gain=1.0, group=1, cycles=None):
             v, idx = plane_product(planes, t, s, e, cycles[t], Bt)
             if gain != 1.0:
                 v.mul_(gain)
-        out.append((v, idx))
-    return out
+        yield v, idx
+
+
+_NOISE_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+NOISE_AHEAD = 2
+"""Row tiles whose normals :class:`_Noise` draws ahead of their use."""
+
+
+def _forget_noise_pool():                      # a forked child has no helper thread
+    global _NOISE_POOL
+    _NOISE_POOL = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_noise_pool)
+
+
+class _Noise:
+    """The normals of each row tile (``shapes``, in tile order), drawn from ``generator`` in
+    that order, so the values are those of drawing each tile when it is used; on a CPU they
+    are drawn up to :data:`NOISE_AHEAD` tiles ahead on one helper thread. ``torch.randn``
+    fills a buffer on one core (~160 M normals/s on a 2-core x86 CPU), the largest single
+    cost of a bit-true MVM: ahead of use, it runs while the other operations of the tile
+    leave a core free."""
+
+    def __init__(self, shapes, generator, device):
+        global _NOISE_POOL
+        self._shapes = iter(shapes)
+        self._gen, self._dev = generator, device
+        self._ahead = torch.device(device).type == "cpu" and NOISE_AHEAD > 0
+        self._pending: collections.deque = collections.deque()
+        if self._ahead:
+            if _NOISE_POOL is None:
+                _NOISE_POOL = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="imckit-noise")
+            for _ in range(NOISE_AHEAD):
+                self._submit()
+
+    def _draw(self, shape):
+        return torch.randn(shape, generator=self._gen, device=self._dev)
+
+    def _submit(self):
+        shape = next(self._shapes, None)
+        if shape is not None:
+            self._pending.append(_NOISE_POOL.submit(self._draw, shape))
+
+    def next(self) -> torch.Tensor:
+        if not self._ahead:
+            return self._draw(next(self._shapes))
+        draw = self._pending.popleft()
+        self._submit()
+        return draw.result()
 
 
 def call_work(X, A, planes, cycles: int, a_bits: int, cfg: IMCConfig, count_write: bool) -> Work:
@@ -326,14 +383,15 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
     if calibrate:
         for v, _ in values:
             v.mul_(gain)
-    else:
-        values = _column_values(planes, bits, caps, R, gain, row_group, per_tile)
+    else:                                      # tile by tile: one tile's values at a time
+        values = _iter_column_values(planes, bits, caps, R, gain, row_group, per_tile)
     if generator is None and noisy:
         generator = torch.Generator(device=dev).manual_seed(cfg.seed + 0x5EED)
+    noise = _Noise([(c, Mb) for c in per_tile if c], generator, dev) if noisy else None
     acc = None
     for v, idx in values:
         if noisy:
-            v.add_(torch.randn(v.shape, generator=generator, device=dev), alpha=sig)
+            v.add_(noise.next(), alpha=sig)
         if cfg.adc_bits is not None:
             v.round_().clamp_(-q if planes.bipolar else 0, q)
         if round_counts:
