@@ -264,18 +264,25 @@ def test_mismatch_depends_on_tile_index_not_call_shape():
     assert torch.equal(wide[:, :64], narrow)
 
 
-@pytest.mark.parametrize("sigma,B", [(0.002, 300), (0.05, 300), (0.05, 3)])
-def test_mismatch_column_values_match_float64_charge_sharing(sigma, B):
+@pytest.mark.parametrize("sigma,B,kind", [(0.002, 300, "unsigned"), (0.05, 300, "unsigned"),
+                                          (0.05, 3, "unsigned"), (0.05, 300, "radix4")])
+def test_mismatch_column_values_match_float64_charge_sharing(sigma, B, kind):
     """Oracle: every column value R * sum_i C_i m_i / sum_i C_i computed in float64 from the
-    chip's capacitors, within 1e-4 counts (the docstring's bound: two exact int8 matmuls,
-    combined in float32), with more and with fewer cycles than rows."""
+    chip's capacitors, within 1e-4 counts (the docstring's bound: two exact integer sums,
+    combined in float32), with more and with fewer cycles than rows; radix-4 inputs take the
+    row-sum path (``plane_product``)."""
     from imckit.imc import array, planes as pl
     g = gen(8)
     N, M, rows = 200, 64, 128
     A = torch.randint(-8, 8, (N, M), generator=g)
-    X = torch.randint(0, 16, (B, N), generator=g)
+    if kind == "radix4":
+        e = torch.randint(0, 8, (B, N), generator=g)
+        X = torch.where(e > 0, 4.0 ** (e - 7).double(), 0.0) * torch.where(
+            torch.rand(B, N, generator=g) < 0.5, -1.0, 1.0)
+    else:
+        X = torch.randint(0, 16, (B, N), generator=g)
     bits, _ = pl.stored_planes(A, 4, True)
-    ip = pl.input_planes(X, "unsigned", 4, 2, 1.0, 0, rows)
+    ip = pl.input_planes(X, kind, 4, 2, 1.0, 0, rows)
     n_tiles = 2
     chip = array._chip_caps(9, rows, 256, n_tiles, 1, sigma, "cpu")
     delta = chip.delta

@@ -13,7 +13,7 @@ Non-idealities, each switchable:
 * capacitor mismatch ``C_ij = C_u (1 + eps_ij)``, ``eps_ij ~ N(0, cap_mismatch^2)`` drawn once per
   simulated chip from ``cfg.seed`` and the array (tile) index, then fixed (each ``eps_ij`` on a
   grid of ``cap_mismatch / 21``, :data:`imckit.imc.array.MISMATCH_GRID`, so the mismatch sums are
-  exact int8 matmuls; clipped at +-6 sigma and so that no capacitor falls below
+  exact integer products; clipped at +-6 sigma and so that no capacitor falls below
   ``0.1 C_u``, :data:`imckit.imc.array.CAP_MIN` [I]);
 * kT/C thermal noise, fresh every conversion, ``sigma = sqrt(n kT / C_col) / V_DD`` of full
   swing for the ``n = ktc_samplings`` sampling events of a conversion [SCHMID];
