@@ -733,6 +733,34 @@ def test_int8_mm_switch_names_a_bad_value(monkeypatch):
         planes.int8_mm_fast.cache_clear()
 
 
+@pytest.mark.parametrize("levels,sign_mode,exps", [(2, "two-cycle", (1, 3, 7)),
+                                                 (16, "two-cycle", (2, 5)),
+                                                 (2, "one-cycle", (1, 2, 3, 4, 5, 6, 7))])
+def test_plane_product_every_cycle_active_and_planes_dropped(levels, sign_mode, exps):
+    """A tile where every (plane, vector) cycle runs (no index: ``idx is None``), and inputs
+    that use only some exponents (unused planes dropped, plane indices remapped): still the
+    dense integer product, row for row."""
+    from imckit.imc import planes as pl
+    g = gen(25)
+    B, N = 3, 96
+    e = torch.tensor(exps)[torch.randint(0, len(exps), (B, N), generator=g)]
+    sign = torch.where(torch.rand(B, N, generator=g) < 0.5, -1.0, 1.0)
+    X = 4.0 ** (e - 7).double() * sign
+    for k, ex in enumerate(exps):                  # every exponent and sign in every vector
+        X[:, 2 * k] = 4.0 ** (ex - 7)
+        X[:, 2 * k + 1] = -(4.0 ** (ex - 7))
+    ip = pl.input_planes(X, "radix4", 4, levels, 1.0, 0, 128, 1, sign_mode)
+    full = 14 if sign_mode == "two-cycle" else 7
+    assert ip.n_planes < full or levels > 2 or sign_mode == "one-cycle"
+    b = torch.randint(-127, 128, (N, 11), dtype=torch.int8, generator=g)
+    c = ip.tile_cycles()[0]
+    assert c == ip.n_planes * B
+    v, idx = pl.plane_product(ip, 0, 0, N, c, b)
+    d, idx_d = ip.tile_rows(0, 0, N, c)
+    assert idx is None and idx_d is None
+    assert torch.equal(v.to(torch.int64), d.to(torch.int64) @ b.to(torch.int64))
+
+
 @pytest.mark.parametrize("levels,sign_mode,trusted", [(2, "two-cycle", False),
                                                       (2, "two-cycle", True),
                                                       (16, "two-cycle", False),
@@ -770,20 +798,27 @@ def test_plane_product_equals_the_dense_integer_product(levels, sign_mode, trust
 
 def test_plane_product_takes_the_dense_exact_product_past_2_24(monkeypatch):
     """Digits x stored values whose sums could pass 2^24 are not summed in float32 bags: the
-    dense exact product (float64 sums, rounded once) runs instead."""
+    dense exact product (float64 sums, rounded once) runs instead. 256-level DACs put radix-4
+    exponents in groups of 4 (digits up to 64); 2300 rows x 64 x ~123 > 2^24, with odd terms
+    (digit-1 inputs in the same cycle) so that float32 sums would round."""
     from imckit.imc import planes as pl
-    X = torch.full((2, 1100), 0.25).double()
-    X[1, ::2] = 4.0 ** -3
-    ip = pl.input_planes(X, "radix4", 4, 64, 1.0, 0, 1152, 1, "one-cycle")   # digits 16
-    b = torch.full((1100, 2), 1001, dtype=torch.int64)             # 16 x 1001 x 1100 > 2^24
-    b[::7, 1] = -999
+    g = gen(24)
+    N = 2300
+    X = torch.full((2, N), 4.0 ** -3).double()                   # e = 4: digit 64 (g = 4)
+    X[:, ::50] = 4.0 ** -6                                        # e = 1: digit 1, same plane
+    ip = pl.input_planes(X, "radix4", 4, 256, 1.0, 0, 4096, 1, "two-cycle")
+    b = torch.randint(120, 128, (N, 3), dtype=torch.int8, generator=g)
     calls = []
     monkeypatch.setattr(torch.nn.functional, "embedding_bag",
                         lambda *a, **k: calls.append(1))
-    v, idx = pl.plane_product(ip, 0, 0, 1100, ip.tile_cycles()[0], b)
-    d, _ = ip.tile_rows(0, 0, 1100, ip.tile_cycles()[0])
+    c = ip.tile_cycles()[0]
+    v, idx = pl.plane_product(ip, 0, 0, N, c, b)
+    d, _ = ip.tile_rows(0, 0, N, c)
+    want = d.to(torch.int64) @ b.to(torch.int64)
     assert not calls
-    assert torch.equal(v, (d.to(torch.int64) @ b.to(torch.int64)).to(torch.float32))
+    assert float(want.abs().max()) > 2 ** 24
+    assert not torch.equal(want.to(torch.float32).to(torch.int64), want)   # rounding shows
+    assert torch.equal(v, want.to(torch.float32))
 
 
 def test_noise_drawn_ahead_equals_noise_drawn_in_place(monkeypatch):
@@ -804,6 +839,53 @@ def test_noise_drawn_ahead_equals_noise_drawn_in_place(monkeypatch):
     for ahead in (1, 2):
         assert all(torch.equal(a, b) for a, b in zip(out[0], out[ahead]))
     assert not torch.equal(out[0][0], out[0][1])                  # fresh noise per call
+
+
+def test_an_error_mid_call_leaves_the_generator_as_drawing_in_place_would(monkeypatch):
+    """Tiles drawn ahead and never used (the call failed on its second tile) are undone: the
+    generator ends where drawing in place leaves it, and the next call's noise is the same."""
+    from imckit.imc import array
+    g = gen(33)
+    A = torch.randint(-8, 8, (700, 40), generator=g)
+    X = torch.randint(0, 16, (9, 700), generator=g)
+    cfg = dataclasses.replace(imc.IMCConfig.jia22_16nm(), rows=128, adc_noise_uv=5000.0)
+    real = array.plane_product
+    out = {}
+    for ahead in (0, 2):
+        monkeypatch.setattr(array, "NOISE_AHEAD", ahead)
+        seen = []
+
+        def failing(planes, t, *a, **k):
+            seen.append(t)
+            if len(seen) == 2:
+                raise MemoryError("simulated")
+            return real(planes, t, *a, **k)
+        monkeypatch.setattr(array, "plane_product", failing)
+        gg = torch.Generator().manual_seed(5)
+        with pytest.raises(MemoryError):
+            imc.mvm(A, X, cfg, generator=gg, adc_range=0.3)
+        monkeypatch.setattr(array, "plane_product", real)
+        out[ahead] = (gg.get_state(), imc.mvm(A, X, cfg, generator=gg, adc_range=0.3))
+    assert torch.equal(out[0][0], out[2][0])
+    assert torch.equal(out[0][1], out[2][1])
+
+
+def test_noise_drawn_in_place_when_no_thread_can_start(monkeypatch):
+    """At interpreter shutdown no new future can be scheduled: the tiles are drawn when used,
+    with the same values."""
+    from imckit.imc import array
+    g = gen(34)
+    A = torch.randint(-8, 8, (300, 8), generator=g)
+    X = torch.randint(0, 16, (4, 300), generator=g)
+    cfg = dataclasses.replace(imc.IMCConfig.jia22_16nm(), rows=128, adc_noise_uv=5000.0)
+    want = imc.mvm(A, X, cfg, generator=torch.Generator().manual_seed(1), adc_range=0.3)
+
+    class Closed:
+        def submit(self, *a, **k):
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+    monkeypatch.setattr(array, "_NOISE_POOL", Closed())
+    got = imc.mvm(A, X, cfg, generator=torch.Generator().manual_seed(1), adc_range=0.3)
+    assert torch.equal(got, want)
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork here")

@@ -203,7 +203,9 @@ def _iter_column_values(planes, bits, caps, rows, gain=1.0, group=1, cycles=None
     sums of the selected rows; ``k_i`` the cell's int8 deviation code), scaled and combined in
     float32:
     the rounding is ~2e-7 of the full scale ``R (L - 1)`` (~1e-4 counts for binary planes on
-    1152 rows, ~2e-2 for 128-level digits), far below kT/C noise and one ADC step."""
+    1152 rows, ~2e-2 for 128-level digits), far below kT/C noise and one ADC step. (Digits of
+    more than 128 levels stay float32, and with mismatch their sums can pass 2^24: there
+    the product is float32's, not exact.)"""
     N = bits.shape[0]
     cycles = planes.tile_cycles() if cycles is None else cycles
     for t, (s, e) in enumerate(row_tiles(N, rows, group)):
@@ -246,7 +248,9 @@ class _Noise:
     are drawn up to :data:`NOISE_AHEAD` tiles ahead on one helper thread. ``torch.randn``
     fills a buffer on one core (~160 M normals/s on a 2-core x86 CPU), the largest single
     cost of a bit-true MVM: ahead of use, it runs while the other operations of the tile
-    leave a core free."""
+    leave a core free. Where no thread can be started (interpreter shutdown), tiles are drawn
+    when used. :meth:`abandon` (an exception in the caller) leaves the generator as drawing in
+    place would have: draws made ahead and never used are undone."""
 
     def __init__(self, shapes, generator, device):
         global _NOISE_POOL
@@ -264,17 +268,42 @@ class _Noise:
     def _draw(self, shape):
         return torch.randn(shape, generator=self._gen, device=self._dev)
 
+    def _draw_ahead(self, shape):
+        return self._gen.get_state(), self._draw(shape)
+
     def _submit(self):
         shape = next(self._shapes, None)
-        if shape is not None:
-            self._pending.append(_NOISE_POOL.submit(self._draw, shape))
+        if shape is None:
+            return
+        try:
+            self._pending.append(_NOISE_POOL.submit(self._draw_ahead, shape))
+        except RuntimeError:          # shutting down: no new threads; draw it when used
+            self._pending.append(shape)
 
     def next(self) -> torch.Tensor:
         if not self._ahead:
             return self._draw(next(self._shapes))
         draw = self._pending.popleft()
         self._submit()
-        return draw.result()
+        if isinstance(draw, tuple):
+            return self._draw(draw)
+        return draw.result()[1]
+
+    def abandon(self) -> None:
+        """Cancel the draws not yet used; put the generator back to its state before the
+        first of them that ran."""
+        first = None
+        while self._pending:
+            draw = self._pending.popleft()
+            if isinstance(draw, tuple) or draw.cancel():
+                continue
+            try:
+                state = draw.result()[0]
+            except Exception:                  # the draw itself failed: nothing consumed
+                continue
+            first = state if first is None else first
+        if first is not None:
+            self._gen.set_state(first)
 
 
 def call_work(X, A, planes, cycles: int, a_bits: int, cfg: IMCConfig, count_write: bool) -> Work:
@@ -389,18 +418,23 @@ def mvm(A, X, cfg: IMCConfig, *, report: bool = False, a_bits: int = 4, a_signed
         generator = torch.Generator(device=dev).manual_seed(cfg.seed + 0x5EED)
     noise = _Noise([(c, Mb) for c in per_tile if c], generator, dev) if noisy else None
     acc = None
-    for v, idx in values:
-        if noisy:
-            v.add_(noise.next(), alpha=sig)
-        if cfg.adc_bits is not None:
-            v.round_().clamp_(-q if planes.bipolar else 0, q)
-        if round_counts:
-            v.mul_(step).round_()
-        if idx is None and acc is None:
-            acc = v
-        else:
-            acc = torch.zeros(P * B, Mb, device=dev) if acc is None else acc
-            acc.add_(v) if idx is None else acc.index_add_(0, idx, v)
+    try:
+        for v, idx in values:
+            if noisy:
+                v.add_(noise.next(), alpha=sig)
+            if cfg.adc_bits is not None:
+                v.round_().clamp_(-q if planes.bipolar else 0, q)
+            if round_counts:
+                v.mul_(step).round_()
+            if idx is None and acc is None:
+                acc = v
+            else:
+                acc = torch.zeros(P * B, Mb, device=dev) if acc is None else acc
+                acc.add_(v) if idx is None else acc.index_add_(0, idx, v)
+    except BaseException:
+        if noise is not None:
+            noise.abandon()
+        raise
     scale = 1.0 if (round_counts or cfg.adc_bits is None) else step
     dt = torch.float64 if round_counts else torch.float32          # exact sums when exact counts
     if dt == torch.float64 and fs * (2**a_bits - 1) < 2**24:

@@ -317,8 +317,8 @@ def exact_mm(a, b):
 def _stable_order(c: torch.Tensor) -> torch.Tensor:
     """Indices that sort the small integers ``c`` (1-D), equal values kept in their order: a
     radix sort (numpy's stable sort of 8- and 16-bit integers on CPU, ~12 ns per element on a
-    2-core x86 CPU; ``torch.sort`` on a GPU)."""
-    if c.is_cuda:
+    2-core x86 CPU; ``torch.sort`` on other devices)."""
+    if c.device.type != "cpu":
         return torch.sort(c, stable=True).indices
     return torch.from_numpy(np.argsort(c.numpy(), kind="stable"))
 
