@@ -20,6 +20,17 @@ def gen(seed):
     return torch.Generator().manual_seed(seed)
 
 
+def radix4_grid(e, g):
+    """Radix-4 values for exponents ``e`` (0: zero, 1..7: 4^(e-7)), random signs from ``g``."""
+    return torch.where(e > 0, 4.0 ** (e - 7).double(), 0.0) * torch.where(
+        torch.rand(e.shape, generator=g) < 0.5, -1.0, 1.0)
+
+
+def noisy_tiles_cfg():
+    """The 16 nm preset on 128-row tiles with comparator noise large enough to change codes."""
+    return dataclasses.replace(imc.IMCConfig.jia22_16nm(), rows=128, adc_noise_uv=5000.0)
+
+
 def exact(A, X):
     return X.to(torch.float64) @ A.to(torch.float64)
 
@@ -276,9 +287,7 @@ def test_mismatch_column_values_match_float64_charge_sharing(sigma, B, kind):
     N, M, rows = 200, 64, 128
     A = torch.randint(-8, 8, (N, M), generator=g)
     if kind == "radix4":
-        e = torch.randint(0, 8, (B, N), generator=g)
-        X = torch.where(e > 0, 4.0 ** (e - 7).double(), 0.0) * torch.where(
-            torch.rand(B, N, generator=g) < 0.5, -1.0, 1.0)
+        X = radix4_grid(torch.randint(0, 8, (B, N), generator=g), g)
     else:
         X = torch.randint(0, 16, (B, N), generator=g)
     bits, _ = pl.stored_planes(A, 4, True)
@@ -678,9 +687,7 @@ def test_plane_counts_equal_a_brute_force_count_and_leave_the_planes_unchanged(k
     g = gen(21)
     B, N, rows = 40, 300, 128
     if kind == "radix4":
-        e = torch.randint(0, 8, (B, N), generator=g)
-        X = torch.where(e > 0, 4.0 ** (e - 7).double(), 0.0) * torch.where(
-            torch.rand(B, N, generator=g) < 0.5, -1.0, 1.0)
+        X = radix4_grid(torch.randint(0, 8, (B, N), generator=g), g)
         X[:, :40] = 0.0                                   # a row tile of zeros in part
     else:
         X = torch.randint(0, 16, (B, N), generator=g)
@@ -733,25 +740,22 @@ def test_int8_mm_switch_names_a_bad_value(monkeypatch):
         planes.int8_mm_fast.cache_clear()
 
 
-@pytest.mark.parametrize("levels,sign_mode,exps", [(2, "two-cycle", (1, 3, 7)),
-                                                 (16, "two-cycle", (2, 5)),
-                                                 (2, "one-cycle", (1, 2, 3, 4, 5, 6, 7))])
-def test_plane_product_every_cycle_active_and_planes_dropped(levels, sign_mode, exps):
+@pytest.mark.parametrize("levels,sign_mode,exps,used", [(2, "two-cycle", (1, 3, 7), 6),
+                                                      (16, "two-cycle", (2, 5), 4),
+                                                      (2, "one-cycle", (1, 2, 3, 4, 5, 6, 7), 7)])
+def test_plane_product_every_cycle_active_and_planes_dropped(levels, sign_mode, exps, used):
     """A tile where every (plane, vector) cycle runs (no index: ``idx is None``), and inputs
     that use only some exponents (unused planes dropped, plane indices remapped): still the
     dense integer product, row for row."""
     from imckit.imc import planes as pl
     g = gen(25)
     B, N = 3, 96
-    e = torch.tensor(exps)[torch.randint(0, len(exps), (B, N), generator=g)]
-    sign = torch.where(torch.rand(B, N, generator=g) < 0.5, -1.0, 1.0)
-    X = 4.0 ** (e - 7).double() * sign
+    X = radix4_grid(torch.tensor(exps)[torch.randint(0, len(exps), (B, N), generator=g)], g)
     for k, ex in enumerate(exps):                  # every exponent and sign in every vector
         X[:, 2 * k] = 4.0 ** (ex - 7)
         X[:, 2 * k + 1] = -(4.0 ** (ex - 7))
     ip = pl.input_planes(X, "radix4", 4, levels, 1.0, 0, 128, 1, sign_mode)
-    full = 14 if sign_mode == "two-cycle" else 7
-    assert ip.n_planes < full or levels > 2 or sign_mode == "one-cycle"
+    assert ip.n_planes == used            # of 14, 8 and 7 planes: dropped and remapped
     b = torch.randint(-127, 128, (N, 11), dtype=torch.int8, generator=g)
     c = ip.tile_cycles()[0]
     assert c == ip.n_planes * B
@@ -776,8 +780,7 @@ def test_plane_product_equals_the_dense_integer_product(levels, sign_mode, trust
     B, N, rows = 37, 300, 128
     e = torch.randint(0, 8, (B, N), generator=g)
     e[:, 5:60][torch.rand(B, 55, generator=g) < 0.9] = 0        # sparse: cycles skipped
-    X = torch.where(e > 0, 4.0 ** (e - 7).double(), 0.0) * torch.where(
-        torch.rand(B, N, generator=g) < 0.5, -1.0, 1.0)
+    X = radix4_grid(e, g)
     X[:, 128:256] = 0.0                                           # a row tile with no cycle
     X[3] = 0.0                                                    # a vector with no cycle
     b = torch.randint(-127, 128, (N, 19), dtype=torch.int8, generator=g)
@@ -830,7 +833,7 @@ def test_noise_drawn_ahead_equals_noise_drawn_in_place(monkeypatch):
     A = torch.randint(-8, 8, (700, 40), generator=g)
     X = torch.randint(0, 16, (9, 700), generator=g)
     X[:, 128:256] = 0
-    cfg = dataclasses.replace(imc.IMCConfig.jia22_16nm(), rows=128, adc_noise_uv=5000.0)
+    cfg = noisy_tiles_cfg()
     out = {}
     for ahead in (0, 1, 2):
         monkeypatch.setattr(array, "NOISE_AHEAD", ahead)
@@ -848,7 +851,7 @@ def test_an_error_mid_call_leaves_the_generator_as_drawing_in_place_would(monkey
     g = gen(33)
     A = torch.randint(-8, 8, (700, 40), generator=g)
     X = torch.randint(0, 16, (9, 700), generator=g)
-    cfg = dataclasses.replace(imc.IMCConfig.jia22_16nm(), rows=128, adc_noise_uv=5000.0)
+    cfg = noisy_tiles_cfg()
     real = array.plane_product
     out = {}
     for ahead in (0, 2):
@@ -877,7 +880,7 @@ def test_noise_drawn_in_place_when_no_thread_can_start(monkeypatch):
     g = gen(34)
     A = torch.randint(-8, 8, (300, 8), generator=g)
     X = torch.randint(0, 16, (4, 300), generator=g)
-    cfg = dataclasses.replace(imc.IMCConfig.jia22_16nm(), rows=128, adc_noise_uv=5000.0)
+    cfg = noisy_tiles_cfg()
     want = imc.mvm(A, X, cfg, generator=torch.Generator().manual_seed(1), adc_range=0.3)
 
     class Closed:

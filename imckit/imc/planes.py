@@ -333,17 +333,14 @@ def plane_product(planes: InputPlanes, t: int, s: int, e: int, cycles: int, b: t
     (plane, vector) once, a gather-add of the rows they select) instead of a dense 0/1 matmul
     over every row; the sums are integers below 2^24 and exact in float32 in any order (else
     the dense :func:`exact_mm` runs). Other planes are dense: :func:`exact_mm`."""
-    codes = planes.codes
-    if codes is None or b.shape[0] == 0 or b.shape[1] == 0:
+    if planes.codes is None or b.numel() == 0 or (e - s) * (
+            1 if planes.codes[1] is None else _int_mag(planes.codes[1][:, s:e])
+    ) * _int_mag(b) >= 2 ** 24:                        # dense planes, or sums past 2^24
         d, idx = planes.tile_rows(t, s, e, cycles)
         return exact_mm(d, b), idx
-    plane, digit = codes
+    plane, digit = planes.codes
     B = plane.shape[0]
     P = planes.n_planes
-    dmax = 1 if digit is None else _int_mag(digit[:, s:e])
-    if (e - s) * dmax * _int_mag(b) >= 2 ** 24:
-        d, idx = planes.tile_rows(t, s, e, cycles)
-        return exact_mm(d, b), idx
     sub = plane[:, s:e].reshape(-1)                    # (vector, row) order; -1: zero input
     pos = (sub >= 0).nonzero().view(-1)
     c = sub.index_select(0, pos)
